@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"sort"
+	"strconv"
+	"unicode/utf8"
+)
+
+// This file holds the JSON output side shared by responses, records and
+// machine checksums: one string escaper, one canonical form, one merge.
+
+// encAppendString appends s as a JSON string with the escaping rules of the
+// reference server: short escapes for \b \f \n \r \t, \u00xx for other
+// control characters, everything else (non-ASCII, '<', '>', '&') raw.
+// Invalid UTF-8 is replaced by U+FFFD so the output is always valid JSON.
+func encAppendString(dst []byte, s string) []byte {
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = append(dst, s[start:i]...)
+				dst = append(dst, "\ufffd"...)
+				i++
+				start = i
+				continue
+			}
+			i += size
+			continue
+		}
+		dst = append(dst, s[start:i]...)
+		switch c {
+		case '"':
+			dst = append(dst, '\\', '"')
+		case '\\':
+			dst = append(dst, '\\', '\\')
+		case '\b':
+			dst = append(dst, '\\', 'b')
+		case '\f':
+			dst = append(dst, '\\', 'f')
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			const hex = "0123456789abcdef"
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+		}
+		i++
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
+}
+
+// encMarshal renders v as compact JSON without HTML escaping. It is used for
+// results and records, whose shapes are fixed Go structs.
+func encMarshal(v any) []byte {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
+		// Every value passed here is built from validated data; a failure is
+		// a programming error, not bad input.
+		panic("encode: " + err.Error())
+	}
+	b := buf.Bytes()
+	return b[:len(b)-1] // drop Encoder's newline
+}
+
+// canonAppend appends the canonical form of a JSON value: compact, object
+// keys sorted bytewise at every level, strings escaped by encAppendString,
+// numbers as written. It returns false if raw is not valid JSON.
+func canonAppend(dst []byte, raw []byte) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return dst, false
+	}
+	if dec.More() {
+		return dst, false
+	}
+	return canonValue(dst, v), true
+}
+
+func canonValue(dst []byte, v any) []byte {
+	switch x := v.(type) {
+	case nil:
+		return append(dst, "null"...)
+	case bool:
+		return strconv.AppendBool(dst, x)
+	case json.Number:
+		return append(dst, x...)
+	case string:
+		return encAppendString(dst, x)
+	case []any:
+		dst = append(dst, '[')
+		for i, e := range x {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = canonValue(dst, e)
+		}
+		return append(dst, ']')
+	case map[string]any:
+		keys := make([]string, 0, len(x))
+		for k := range x {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		dst = append(dst, '{')
+		for i, k := range keys {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = encAppendString(dst, k)
+			dst = append(dst, ':')
+			dst = canonValue(dst, x[k])
+		}
+		return append(dst, '}')
+	}
+	panic("canonValue: unexpected type")
+}
+
+// ctxMerge returns ctx with every top-level key of payload overwritten
+// (a shallow merge; nested objects are replaced whole, null sets a key to
+// null). Both are JSON objects already validated by the decoder. The result
+// is canonical (sorted keys, compact), so equal contexts are equal bytes.
+func ctxMerge(ctx, payload []byte) []byte {
+	if len(payload) == 0 || bytes.Equal(payload, []byte("{}")) {
+		return ctx
+	}
+	m := map[string]json.RawMessage{}
+	if len(ctx) > 0 {
+		if err := json.Unmarshal(ctx, &m); err != nil {
+			panic("ctxMerge: stored ctx is not an object: " + err.Error())
+		}
+	}
+	var p map[string]json.RawMessage
+	if err := json.Unmarshal(payload, &p); err != nil {
+		panic("ctxMerge: payload is not an object: " + err.Error())
+	}
+	for k, v := range p {
+		m[k] = v
+	}
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	out := make([]byte, 0, len(ctx)+len(payload))
+	out = append(out, '{')
+	for i, k := range keys {
+		if i > 0 {
+			out = append(out, ',')
+		}
+		out = encAppendString(out, k)
+		out = append(out, ':')
+		out, _ = canonAppend(out, m[k])
+	}
+	return append(out, '}')
+}
+
+// ctxCanonical returns the canonical form of a validated JSON object, or
+// "{}" for an empty one.
+func ctxCanonical(raw []byte) []byte {
+	if len(raw) == 0 {
+		return []byte("{}")
+	}
+	out, ok := canonAppend(nil, raw)
+	if !ok {
+		panic("ctxCanonical: invalid JSON passed validation")
+	}
+	return out
+}

@@ -1,0 +1,183 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+)
+
+// machineVersion is a compiled machine definition: states interned,
+// transitions indexed by (state, event), guards compiled once at PUT.
+type machineVersion struct {
+	name     string
+	version  uint32
+	initial  string
+	states   map[string]string // interning: state name -> the one shared string
+	trans    map[transKey][]transition
+	def      []byte // canonical definition JSON (what GET_MACHINE returns)
+	checksum string // SHA-256 hex of def
+	lsn      uint64 // record that registered it
+}
+
+type transKey struct{ from, event string }
+
+// transition is one candidate for a (state, event); candidates are tried
+// in definition order and the first whose guard passes wins.
+type transition struct {
+	to    string
+	guard *guard // nil: always passes
+}
+
+// compileMachine validates a definition and compiles it. Every problem is a
+// BAD_REQUEST naming the offending part of the definition.
+func compileMachine(name string, version uint32, raw json.RawMessage) (*machineVersion, *rcpError) {
+	bad := func(field, format string, args ...any) *rcpError {
+		return badParam(field, "invalid machine definition: "+format, args...)
+	}
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' {
+		return nil, bad("definition", "definition must be a JSON object")
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, bad("definition", "definition is not valid JSON: %v", err)
+	}
+	var states []string
+	if err := json.Unmarshal(orNull(top["states"]), &states); err != nil || states == nil {
+		return nil, bad("definition.states", "'states' must be an array of strings")
+	}
+	if len(states) == 0 {
+		return nil, bad("definition.states", "'states' must not be empty")
+	}
+	mv := &machineVersion{name: name, version: version, states: make(map[string]string, len(states)), trans: map[transKey][]transition{}}
+	for i, s := range states {
+		if s == "" {
+			return nil, bad(fmt.Sprintf("definition.states[%d]", i), "state names must not be empty")
+		}
+		if _, dup := mv.states[s]; !dup {
+			mv.states[s] = s
+		}
+	}
+	var initial string
+	if err := json.Unmarshal(orNull(top["initial"]), &initial); err != nil || top["initial"] == nil || isJSONNull(top["initial"]) {
+		return nil, bad("definition.initial", "'initial' must be a string")
+	}
+	if _, ok := mv.states[initial]; !ok {
+		return nil, bad("definition.initial", "initial state '%s' is not in states", initial)
+	}
+	mv.initial = mv.states[initial]
+
+	var rawTrans []json.RawMessage
+	if t, ok := top["transitions"]; ok && !isJSONNull(t) {
+		if err := json.Unmarshal(t, &rawTrans); err != nil {
+			return nil, bad("definition.transitions", "'transitions' must be an array")
+		}
+	}
+	canon := make([]byte, 0, len(raw)+32)
+	canon = append(canon, `{"states":[`...)
+	for i, s := range states {
+		if i > 0 {
+			canon = append(canon, ',')
+		}
+		canon = encAppendString(canon, s)
+	}
+	canon = append(canon, `],"initial":`...)
+	canon = encAppendString(canon, initial)
+	canon = append(canon, `,"transitions":[`...)
+	for i, rt := range rawTrans {
+		field := fmt.Sprintf("definition.transitions[%d]", i)
+		var t struct {
+			From  json.RawMessage `json:"from"`
+			Event *string         `json:"event"`
+			To    *string         `json:"to"`
+			Guard *string         `json:"guard"`
+		}
+		if err := json.Unmarshal(rt, &t); err != nil || bytes.TrimSpace(rt)[0] != '{' {
+			return nil, bad(field, "each transition must be an object with string 'from', 'event' and 'to'")
+		}
+		var froms []string
+		var one string
+		switch {
+		case json.Unmarshal(t.From, &one) == nil && !isJSONNull(t.From):
+			froms = []string{one}
+		case json.Unmarshal(t.From, &froms) == nil && froms != nil:
+		default:
+			return nil, bad(field+".from", "'from' must be a state name or an array of state names")
+		}
+		if t.Event == nil || *t.Event == "" {
+			return nil, bad(field+".event", "'event' must be a non-empty string")
+		}
+		if t.To == nil {
+			return nil, bad(field+".to", "'to' must be a string")
+		}
+		to, ok := mv.states[*t.To]
+		if !ok {
+			return nil, bad(field+".to", "transition target '%s' is not in states", *t.To)
+		}
+		var g *guard
+		if t.Guard != nil {
+			var err error
+			g, err = compileGuard(*t.Guard)
+			if err != nil {
+				e := bad(field+".guard", "invalid guard %q: %v", *t.Guard, err)
+				if ge, ok := err.(*guardError); ok {
+					e.with("position", ge.Pos)
+				}
+				return nil, e
+			}
+		}
+		for _, f := range froms {
+			from, ok := mv.states[f]
+			if !ok {
+				return nil, bad(field+".from", "transition source '%s' is not in states", f)
+			}
+			k := transKey{from, *t.Event}
+			mv.trans[k] = append(mv.trans[k], transition{to: to, guard: g})
+		}
+		if i > 0 {
+			canon = append(canon, ',')
+		}
+		canon = append(canon, `{"from":[`...)
+		for j, f := range froms {
+			if j > 0 {
+				canon = append(canon, ',')
+			}
+			canon = encAppendString(canon, f)
+		}
+		canon = append(canon, `],"event":`...)
+		canon = encAppendString(canon, *t.Event)
+		canon = append(canon, `,"to":`...)
+		canon = encAppendString(canon, *t.To)
+		if t.Guard != nil {
+			canon = append(canon, `,"guard":`...)
+			canon = encAppendString(canon, *t.Guard)
+		}
+		canon = append(canon, '}')
+	}
+	canon = append(canon, ']')
+	if m, ok := top["meta"]; ok && !isJSONNull(m) {
+		canon = append(canon, `,"meta":`...)
+		var okc bool
+		if canon, okc = canonAppend(canon, m); !okc {
+			return nil, bad("definition.meta", "'meta' is not valid JSON")
+		}
+	}
+	canon = append(canon, '}')
+	sum := sha256.Sum256(canon)
+	mv.def = canon
+	mv.checksum = hex.EncodeToString(sum[:])
+	return mv, nil
+}
+
+func orNull(raw json.RawMessage) json.RawMessage {
+	if raw == nil {
+		return json.RawMessage("null")
+	}
+	return raw
+}
+
+func isJSONNull(raw []byte) bool {
+	return bytes.Equal(bytes.TrimSpace(raw), []byte("null"))
+}

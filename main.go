@@ -1,0 +1,154 @@
+// Command stmdb is a state machine database server speaking rstmdb's RCP
+// protocol: define machines, create instances, apply events; every write
+// is durable before it is acknowledged.
+//
+// Usage:
+//
+//	stmdb serve [--bind ADDR] [--data DIR] [--fsync-policy P]
+//	stmdb wal verify|repair [--data DIR]
+//	stmdb version
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		usage(stderr)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return cmdServe(args[1:], stderr)
+	case "wal":
+		return cmdWAL(args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintf(stdout, "stmdb %s (protocol %d)\n", serverVersion, protocolVersion)
+		return 0
+	case "help", "-h", "--help":
+		usage(stdout)
+		return 0
+	}
+	fmt.Fprintf(stderr, "stmdb: unknown command %q\n", args[0])
+	usage(stderr)
+	return 2
+}
+
+func usage(w io.Writer) {
+	fmt.Fprint(w, `usage: stmdb <command> [flags]
+
+commands:
+  serve          run the server (stmdb serve --help for its flags)
+  wal verify     check every WAL record without changing anything
+  wal repair     truncate the WAL at its first bad record
+  version        print the version
+`)
+}
+
+func cmdServe(args []string, stderr io.Writer) int {
+	cfg := defaultConfig()
+	if err := cfg.applyEnv(os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		return 2
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "address to listen on (env RSTMDB_BIND)")
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (env RSTMDB_DATA)")
+	fsync := fs.String("fsync-policy", "", "every_write, never, every_n:N or every_ms:N (env RSTMDB_FSYNC_POLICY)")
+	fs.BoolVar(&cfg.AllowFlushAll, "allow-flush-all", cfg.AllowFlushAll, "allow FLUSH_ALL (env RSTMDB_ALLOW_FLUSH_ALL)")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if *fsync != "" {
+		p, err := parseFsyncPolicy(*fsync)
+		if err != nil {
+			fmt.Fprintf(stderr, "stmdb: --fsync-policy: %v\n", err)
+			return 2
+		}
+		cfg.Fsync = p
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	s, err := openServer(cfg, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", cfg.Bind)
+	if err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		s.close()
+		return 1
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "data", cfg.DataDir, "fsync", cfg.Fsync.Kind)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.serve(ln) }()
+	select {
+	case <-ctx.Done():
+		logger.Info("shutting down")
+	case err := <-done:
+		if err != nil {
+			logger.Error("listener failed", "err", err)
+		}
+	}
+	if err := s.close(); err != nil {
+		logger.Error("closing the write-ahead log", "err", err)
+		return 1
+	}
+	return 0
+}
+
+func cmdWAL(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || (args[0] != "verify" && args[0] != "repair") {
+		fmt.Fprintln(stderr, "usage: stmdb wal verify|repair [--data DIR]")
+		return 2
+	}
+	cfg := defaultConfig()
+	if err := cfg.applyEnv(os.Getenv); err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		return 2
+	}
+	fs := flag.NewFlagSet("wal "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (env RSTMDB_DATA)")
+	if err := fs.Parse(args[1:]); err != nil {
+		return 2
+	}
+	dir := filepath.Join(cfg.DataDir, "wal")
+	var rep walReport
+	var err error
+	if args[0] == "verify" {
+		rep, err = verifyWAL(dir)
+	} else {
+		rep, err = repairWAL(dir)
+	}
+	fmt.Fprintf(stdout, "%+v\n", rep)
+	if err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,310 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"sync"
+)
+
+// Record types: the WAL's type byte. Never renumber.
+const (
+	recPutMachine     uint8 = 1
+	recCreateInstance uint8 = 2
+	recApplyEvent     uint8 = 3
+	recDeleteInstance uint8 = 4
+	recBatch          uint8 = 5 // an atomic batch: applied whole or not at all
+	recFlushAll       uint8 = 6
+)
+
+var recTypeNames = map[uint8]string{
+	recPutMachine: "put_machine", recCreateInstance: "create_instance",
+	recApplyEvent: "apply_event", recDeleteInstance: "delete_instance",
+	recBatch: "batch", recFlushAll: "flush_all",
+}
+
+// record is one change to the state. It carries the post-state of what it
+// changes (never a "re-run this" instruction), so replay needs no guards and
+// is idempotent per instance. Its JSON form is the WAL payload and, as is,
+// the WAL_READ entry.
+type record struct {
+	Type     string          `json:"type"`
+	Time     int64           `json:"ts"` // Unix ms when written: created_at/updated_at come from here
+	Machine  string          `json:"machine,omitempty"`
+	Version  uint32          `json:"version,omitempty"`
+	Def      json.RawMessage `json:"definition,omitempty"`
+	Checksum string          `json:"checksum,omitempty"`
+
+	InstanceID   string          `json:"instance_id,omitempty"`
+	InitialState string          `json:"initial_state,omitempty"`
+	InitialCtx   json.RawMessage `json:"initial_ctx,omitempty"`
+	Event        string          `json:"event,omitempty"`
+	FromState    string          `json:"from_state,omitempty"`
+	ToState      string          `json:"to_state,omitempty"`
+	Payload      json.RawMessage `json:"payload,omitempty"`
+	Ctx          json.RawMessage `json:"ctx,omitempty"` // post-event ctx
+	EventID      string          `json:"event_id,omitempty"`
+
+	IdemKey  string `json:"idempotency_key,omitempty"`
+	IdemHash string `json:"params_hash,omitempty"` // fingerprint of the request's params
+
+	Ops []*record `json:"ops,omitempty"` // recBatch members, in order
+
+	typ uint8
+	lsn uint64
+	mv  *machineVersion // compiled definition (put_machine), set before apply
+}
+
+// instance is one state machine instance. ctx is canonical compact JSON.
+type instance struct {
+	id          string
+	mv          *machineVersion
+	state       string
+	ctx         []byte
+	lastEventID string
+	lastLSN     uint64
+	createdAt   int64
+	updatedAt   int64
+}
+
+// idemKey scopes an idempotency key to the operation it was used with.
+type idemKey struct {
+	typ uint8
+	key string
+}
+
+// idemEntry is what a retry with the same key gets back.
+type idemEntry struct {
+	hash    string
+	lsn     uint64
+	expires int64  // Unix ms
+	result  []byte // the original result, as a retry sees it
+}
+
+// state is everything the server knows. All fields are guarded by mu;
+// writers hold it for microseconds (no I/O but the WAL append, which is a
+// copy into preallocated space).
+type state struct {
+	mu        sync.RWMutex
+	machines  map[string]map[uint32]*machineVersion
+	instances map[string]*instance
+	idem      map[idemKey]*idemEntry
+	applied   uint64 // LSN of the last applied record
+	idemTTL   int64  // ms
+
+	// undo, when set, collects what apply overwrites so an atomic batch can
+	// roll back. Only the batch handler sets it, under mu.
+	undo *undoLog
+}
+
+func newState(idemTTLms int64) *state {
+	return &state{
+		machines:  map[string]map[uint32]*machineVersion{},
+		instances: map[string]*instance{},
+		idem:      map[idemKey]*idemEntry{},
+		idemTTL:   idemTTLms,
+	}
+}
+
+// apply is the only way state changes. The live path and recovery both call
+// it, so what recovery rebuilds is what the live server had. It must not
+// fail: records are validated before they are written.
+func (s *state) apply(r *record) {
+	switch r.typ {
+	case recPutMachine:
+		mv := r.mv
+		if mv == nil {
+			var err *rcpError
+			mv, err = compileMachine(r.Machine, r.Version, r.Def)
+			if err != nil {
+				panic(fmt.Sprintf("apply: logged machine %s v%d does not compile: %v", r.Machine, r.Version, err))
+			}
+		}
+		mv.lsn = r.lsn
+		vs := s.machines[r.Machine]
+		if vs == nil {
+			vs = map[uint32]*machineVersion{}
+			s.machines[r.Machine] = vs
+		}
+		vs[r.Version] = mv
+	case recCreateInstance:
+		mv := s.machines[r.Machine][r.Version]
+		if mv == nil {
+			panic(fmt.Sprintf("apply: create of %q references unknown machine %s v%d", r.InstanceID, r.Machine, r.Version))
+		}
+		s.saveUndo(r.InstanceID)
+		s.instances[r.InstanceID] = &instance{
+			id: r.InstanceID, mv: mv, state: mv.states[r.InitialState], ctx: ctxOrEmpty(r.InitialCtx),
+			lastLSN: r.lsn, createdAt: r.Time, updatedAt: r.Time,
+		}
+	case recApplyEvent:
+		inst := s.instances[r.InstanceID]
+		if inst == nil {
+			panic(fmt.Sprintf("apply: event on unknown instance %q at lsn %d", r.InstanceID, r.lsn))
+		}
+		s.saveUndo(r.InstanceID)
+		inst.state = inst.mv.states[r.ToState]
+		inst.ctx = ctxOrEmpty(r.Ctx)
+		inst.lastEventID = r.EventID
+		inst.lastLSN = r.lsn
+		inst.updatedAt = r.Time
+	case recDeleteInstance:
+		s.saveUndo(r.InstanceID)
+		delete(s.instances, r.InstanceID)
+	case recBatch:
+		for _, op := range r.Ops {
+			op.lsn, op.Time = r.lsn, r.Time
+			op.typ = recTypeOf(op.Type)
+			s.apply(op)
+		}
+	case recFlushAll:
+		s.machines = map[string]map[uint32]*machineVersion{}
+		s.instances = map[string]*instance{}
+		s.idem = map[idemKey]*idemEntry{}
+	}
+	if r.IdemKey != "" {
+		k := idemKey{r.typ, r.IdemKey}
+		if s.undo != nil {
+			if _, seen := s.undo.idem[k]; !seen {
+				s.undo.idem[k] = s.idem[k]
+			}
+		}
+		s.idem[k] = &idemEntry{hash: r.IdemHash, lsn: r.lsn, expires: r.Time + s.idemTTL, result: replayResult(r)}
+	}
+	if r.lsn > s.applied {
+		s.applied = r.lsn
+	}
+}
+
+func ctxOrEmpty(ctx []byte) []byte {
+	if len(ctx) == 0 {
+		return []byte("{}")
+	}
+	return ctx
+}
+
+func recTypeOf(name string) uint8 {
+	for t, n := range recTypeNames {
+		if n == name {
+			return t
+		}
+	}
+	return 0
+}
+
+// undoLog remembers the first prior value of everything an atomic batch
+// touched (nil: it did not exist).
+type undoLog struct {
+	inst    map[string]*instance
+	idem    map[idemKey]*idemEntry
+	applied uint64
+}
+
+func (s *state) saveUndo(id string) {
+	if s.undo == nil {
+		return
+	}
+	if _, seen := s.undo.inst[id]; seen {
+		return
+	}
+	var prev *instance
+	if cur := s.instances[id]; cur != nil {
+		cp := *cur
+		prev = &cp
+	}
+	s.undo.inst[id] = prev
+}
+
+func (s *state) beginUndo() {
+	s.undo = &undoLog{inst: map[string]*instance{}, idem: map[idemKey]*idemEntry{}, applied: s.applied}
+}
+
+// rollback restores everything recorded since beginUndo.
+func (s *state) rollback() {
+	u := s.undo
+	s.undo = nil
+	for id, prev := range u.inst {
+		if prev == nil {
+			delete(s.instances, id)
+		} else if cur := s.instances[id]; cur != nil {
+			*cur = *prev
+		} else {
+			s.instances[id] = prev
+		}
+	}
+	for k, prev := range u.idem {
+		if prev == nil {
+			delete(s.idem, k)
+		} else {
+			s.idem[k] = prev
+		}
+	}
+	s.applied = u.applied
+}
+
+// idemLookup returns the live entry for (typ, key), or nil.
+func (s *state) idemLookup(typ uint8, key string, now int64) *idemEntry {
+	e := s.idem[idemKey{typ, key}]
+	if e == nil || e.expires <= now {
+		return nil
+	}
+	return e
+}
+
+// sortedInstanceIDs returns the ids of instances matching the filters, in
+// byte order (LIST_INSTANCES pages over this order).
+func (s *state) sortedInstanceIDs(machine, st *string) []string {
+	ids := make([]string, 0, len(s.instances))
+	for id, in := range s.instances {
+		if machine != nil && in.mv.name != *machine {
+			continue
+		}
+		if st != nil && in.state != *st {
+			continue
+		}
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	return ids
+}
+
+// Results: field order is sorted, as the reference server emits them.
+
+type createResult struct {
+	InstanceID string `json:"instance_id"`
+	State      string `json:"state"`
+	WalOffset  uint64 `json:"wal_offset"`
+}
+
+type applyResult struct {
+	Applied   bool            `json:"applied"`
+	Ctx       json.RawMessage `json:"ctx"`
+	EventID   string          `json:"event_id,omitempty"`
+	FromState string          `json:"from_state"`
+	ToState   string          `json:"to_state"`
+	WalOffset uint64          `json:"wal_offset"`
+}
+
+type deleteResult struct {
+	Deleted    bool   `json:"deleted"`
+	InstanceID string `json:"instance_id"`
+	WalOffset  uint64 `json:"wal_offset"`
+}
+
+// liveResult renders the result of a record that was just applied.
+func liveResult(r *record) []byte { return renderResult(r, true) }
+
+// replayResult renders what an idempotent retry of r gets back.
+func replayResult(r *record) []byte { return renderResult(r, false) }
+
+func renderResult(r *record, applied bool) []byte {
+	switch r.typ {
+	case recCreateInstance:
+		return encMarshal(createResult{r.InstanceID, r.InitialState, r.lsn})
+	case recApplyEvent:
+		return encMarshal(applyResult{applied, ctxOrEmpty(r.Ctx), r.EventID, r.FromState, r.ToState, r.lsn})
+	case recDeleteInstance:
+		return encMarshal(deleteResult{true, r.InstanceID, r.lsn})
+	}
+	return nil
+}
