@@ -18,6 +18,12 @@ type config struct {
 	MaxBatchOps        int
 	AllowFlushAll      bool
 	IdempotencyTTL     time.Duration
+
+	CompactEnabled     bool
+	CompactEvents      uint64        // records since the last snapshot
+	CompactSizeMB      int64         // WAL bytes
+	CompactMinInterval time.Duration // between automatic compactions
+	compactTick        time.Duration // how often the thresholds are checked
 }
 
 func defaultConfig() config {
@@ -28,6 +34,12 @@ func defaultConfig() config {
 		Fsync:          fsyncPolicy{Kind: "every_write"},
 		MaxBatchOps:    100,
 		IdempotencyTTL: 24 * time.Hour,
+
+		CompactEnabled:     true,
+		CompactEvents:      10000,
+		CompactSizeMB:      100,
+		CompactMinInterval: 60 * time.Second,
+		compactTick:        time.Second,
 	}
 }
 
@@ -75,6 +87,10 @@ func (c *config) applyEnv(getenv func(string) string) error {
 	num("RSTMDB_MAX_BATCH_OPS", func(n int64) { c.MaxBatchOps = int(n) })
 	num("RSTMDB_IDEMPOTENCY_TTL_SECS", func(n int64) { c.IdempotencyTTL = time.Duration(n) * time.Second })
 	boolean("RSTMDB_ALLOW_FLUSH_ALL", &c.AllowFlushAll)
+	boolean("RSTMDB_COMPACT_ENABLED", &c.CompactEnabled)
+	num("RSTMDB_COMPACT_EVENTS", func(n int64) { c.CompactEvents = uint64(n) })
+	num("RSTMDB_COMPACT_SIZE_MB", func(n int64) { c.CompactSizeMB = n })
+	num("RSTMDB_COMPACT_INTERVAL", func(n int64) { c.CompactMinInterval = time.Duration(n) * time.Second })
 	if v := getenv("RSTMDB_FSYNC_POLICY"); v != "" {
 		p, err := parseFsyncPolicy(v)
 		if err != nil && firstErr == nil {
@@ -115,4 +131,3 @@ func (c config) validate() error {
 	}
 	return nil
 }
-

@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"sort"
 	"strconv"
 )
@@ -639,4 +640,34 @@ func newUUID() string {
 	b[8] = b[8]&0x3f | 0x80
 	h := hex.EncodeToString(b[:])
 	return h[0:8] + "-" + h[8:12] + "-" + h[12:16] + "-" + h[16:20] + "-" + h[20:32]
+}
+
+func (s *server) handleSnapshotInstance(c *conn, p *SnapshotInstanceParams) (reply, *rcpError) {
+	s.st.mu.RLock()
+	in := s.st.instances[p.InstanceID]
+	var cp instance
+	if in != nil {
+		cp = *in
+	}
+	s.st.mu.RUnlock()
+	if in == nil {
+		return reply{}, instanceNotFound(p.InstanceID)
+	}
+	// The file must not describe a state a crash could take back.
+	if err := s.log.waitDurable(cp.lastLSN); err != nil {
+		return reply{}, newError(codeWALIOError, "write-ahead log: %v", err)
+	}
+	res, err := writeInstanceSnapshot(filepath.Join(s.cfg.DataDir, "snapshots", "instances"), &cp)
+	if err != nil {
+		return reply{}, newError(codeInternalError, "writing the instance snapshot failed: %v", err)
+	}
+	return reply{result: encMarshal(res), lsn: cp.lastLSN}, nil
+}
+
+func (s *server) handleCompact(c *conn, p *CompactParams) (reply, *rcpError) {
+	res, err := s.compact()
+	if err != nil {
+		return reply{}, newError(codeWALIOError, "compaction failed: %v", err)
+	}
+	return reply{result: encMarshal(res), lsn: res.SnapshotLSN, meta: true}, nil
 }

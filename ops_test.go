@@ -136,7 +136,9 @@ func TestInstanceOps(t *testing.T) {
 	})
 	// Generated ids are UUID v4.
 	r := mustOK(t, c, "CREATE_INSTANCE", `{"machine":"order","version":1}`)
-	var cr struct{ InstanceID string `json:"instance_id"` }
+	var cr struct {
+		InstanceID string `json:"instance_id"`
+	}
 	json.Unmarshal(r, &cr)
 	if len(cr.InstanceID) != 36 || cr.InstanceID[14] != '4' {
 		t.Errorf("generated id %q is not a UUID v4", cr.InstanceID)
@@ -179,7 +181,7 @@ func TestApplyEventOps(t *testing.T) {
 	runSteps(t, c, []step{
 		{name: "first passing guard wins (second candidate)", op: "APPLY_EVENT",
 			params: `{"instance_id":"small","event":"PAY","payload":{"paid_by":"card","amount":51},"event_id":"e1"}`, meta: true,
-			want:   `{"applied":true,"ctx":{"amount":51,"paid_by":"card"},"event_id":"e1","from_state":"created","to_state":"paid","wal_offset":5}`},
+			want: `{"applied":true,"ctx":{"amount":51,"paid_by":"card"},"event_id":"e1","from_state":"created","to_state":"paid","wal_offset":5}`},
 		{name: "first candidate wins when its guard passes", op: "APPLY_EVENT", params: `{"instance_id":"big","event":"PAY"}`,
 			want: `{"applied":true,"ctx":{"amount":5000},"from_state":"created","to_state":"review","wal_offset":6}`},
 		{name: "all guards fail", op: "APPLY_EVENT", params: `{"instance_id":"zero","event":"PAY","payload":{"amount":10}}`, code: codeGuardFailed,

@@ -28,6 +28,11 @@ type server struct {
 	logger *slog.Logger
 	skewMS atomic.Int64 // added to the clock; a seam for TTL tests
 
+	stop        chan struct{} // closed by close: ends background loops
+	compactMu   sync.Mutex    // one compaction at a time
+	lastCompact atomic.Int64  // Unix ms of the last compaction
+	compactedAt atomic.Uint64 // LSN the newest snapshot covers
+
 	ln      net.Listener
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -46,7 +51,6 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	}
 	s := &server{
 		cfg: cfg, logger: logger, conns: map[*conn]struct{}{},
-		st:  newState(cfg.IdempotencyTTL.Milliseconds()),
 	}
 	s.fatal = func(err error) {
 		logger.Error("fatal write-ahead log failure; exiting so that a restart recovers from disk", "err", err)
@@ -55,21 +59,43 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	start := time.Now()
+	st, snapPath, err := loadNewestSnapshot(filepath.Join(cfg.DataDir, "snapshots"), cfg.IdempotencyTTL.Milliseconds())
+	if err != nil {
+		return nil, fmt.Errorf("loading snapshot: %w", err)
+	}
+	s.st = st
+	snapLSN := st.applied
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{
-		SegmentSize: cfg.SegmentSizeMB << 20, Policy: cfg.Fsync, Logger: logger,
+		SegmentSize: cfg.SegmentSizeMB << 20, Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.log = w
-	start := time.Now()
-	n, err := replayInto(s.st, w, 0)
+	if first := w.firstLSN(); first > snapLSN+1 {
+		w.close()
+		return nil, fmt.Errorf("the WAL starts at record %d but the newest snapshot (%q) covers only through %d: records are missing", first, snapPath, snapLSN)
+	}
+	if w.nextLSN() <= snapLSN {
+		w.close()
+		return nil, fmt.Errorf("the WAL ends at record %d but the newest snapshot (%q) covers through %d: the WAL was truncated or replaced", w.nextLSN()-1, snapPath, snapLSN)
+	}
+	n, err := replayInto(s.st, w, snapLSN)
 	if err != nil {
 		w.close()
 		return nil, err
 	}
-	logger.Info("recovered", "records", n, "machines", len(s.st.machines), "instances", len(s.st.instances),
-		"last_lsn", w.lastLSN(), "elapsed", time.Since(start))
+	s.compactedAt.Store(snapLSN)
+	s.lastCompact.Store(s.now())
+	s.stop = make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.autoCompact(s.stop, cfg.compactTick)
+	}()
+	logger.Info("recovered", "snapshot", snapPath, "snapshot_lsn", snapLSN, "records_replayed", n,
+		"machines", len(s.st.machines), "instances", len(s.st.instances), "last_lsn", w.lastLSN(), "elapsed", time.Since(start))
 	return s, nil
 }
 
@@ -107,6 +133,11 @@ func (s *server) now() int64 { return time.Now().UnixMilli() + s.skewMS.Load() }
 func (s *server) serve(ln net.Listener) error {
 	s.mu.Lock()
 	s.ln = ln
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return nil
+	}
 	s.mu.Unlock()
 	for {
 		nc, err := ln.Accept()
@@ -144,6 +175,9 @@ func (s *server) serve(ln net.Listener) error {
 // syncs and closes the WAL.
 func (s *server) close() error {
 	s.mu.Lock()
+	if !s.closing {
+		close(s.stop)
+	}
 	s.closing = true
 	if s.ln != nil {
 		s.ln.Close()

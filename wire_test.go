@@ -108,10 +108,13 @@ func TestMalformedInput(t *testing.T) {
 	}{"oversize", over, codeBadRequest, true}
 	for _, tc := range cases {
 		// A good request before the bad frame is answered first.
-		msgs, closed := rawSend(t, ts, append(append([]byte{}, good...), tc.data...))
-		if tc.name == "jsonl not json" {
-			msgs, closed = rawSend(t, ts, tc.data)
-			msgs = append([]*message{{Status: "ok"}}, msgs...)
+		// (A JSONL connection is one whose first byte is '{'.)
+		var msgs []*message
+		var closed bool
+		if tc.data[0] == '{' {
+			msgs, closed = rawSend(t, ts, append([]byte(`{"id":"1","op":"PING"}`+"\n"), tc.data...))
+		} else {
+			msgs, closed = rawSend(t, ts, append(append([]byte{}, good...), tc.data...))
 		}
 		if len(msgs) != 2 || msgs[0].Status != "ok" || msgs[1].Error == nil || msgs[1].Error.Code != tc.code || msgs[1].ID != "" || !closed {
 			var got []string

@@ -1,0 +1,135 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fill writes n events spread over a few instances, with idempotency keys.
+func fill(t *testing.T, c *client, prefix string, instances, events int) {
+	t.Helper()
+	for i := 0; i < instances; i++ {
+		mustOK(t, c, "CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":"%s%d","initial_ctx":{"pad":%q}}`, prefix, i, strings.Repeat("p", 200)))
+	}
+	for n := 0; n < events; n++ {
+		c.send("APPLY_EVENT", fmt.Sprintf(`{"instance_id":"%s%d","event":"INC","payload":{"n":%d},"event_id":"e%d","idempotency_key":"%s-%d"}`, prefix, n%instances, n, n, prefix, n))
+	}
+	c.flush()
+	for n := 0; n < events; n++ {
+		m, err := c.recv()
+		if err != nil || m.Status != "ok" {
+			t.Fatalf("event %d: %v %v", n, err, m)
+		}
+	}
+}
+
+const ctrMachine = `{"machine":"ctr","version":1,"definition":{"states":["s"],"initial":"s","transitions":[{"from":"s","event":"INC","to":"s"}]}}`
+
+func TestCompactAndRecover(t *testing.T) {
+	ts := startServer(t, func(c *config) { c.CompactEnabled = false })
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	fill(t, c, "a", 10, 6000) // ~2.5 MB of records: several 1 MiB segments
+	before := ts.srv.log.stats()
+	if before.SegmentCount < 3 {
+		t.Fatalf("want several segments before compaction, have %d", before.SegmentCount)
+	}
+	var res compactResult
+	// bytes_reclaimed is the disk space freed: whole preallocated segments.
+	json.Unmarshal(mustOK(t, c, "COMPACT", `{}`), &res)
+	after := ts.srv.log.stats()
+	if res.SnapshotsCreated != 1 || res.TotalSnapshots != 1 || res.SegmentsDeleted != int(before.SegmentCount-after.SegmentCount) ||
+		res.SegmentsDeleted < 2 || res.WalSegments != after.SegmentCount || res.BytesReclaimed != int64(res.SegmentsDeleted)<<20 {
+		t.Errorf("compact result %+v; WAL before %+v after %+v", res, before, after)
+	}
+	// More writes after the snapshot, then restart: snapshot + WAL tail.
+	fill(t, c, "b", 3, 100)
+	ts.restart()
+	c = ts.dial()
+	// Idempotency keys from before the snapshot still dedupe.
+	m := call(t, c, "APPLY_EVENT", `{"instance_id":"a1","event":"INC","payload":{"n":1},"event_id":"e1","idempotency_key":"a-1"}`)
+	if m.Status != "ok" || !strings.HasPrefix(string(m.Result), `{"applied":false`) {
+		t.Errorf("retry of a pre-snapshot key: %s", m.Raw)
+	}
+	// WAL_READ from a compacted offset starts at the oldest retained record.
+	var wr struct {
+		Records []struct{ Offset uint64 } `json:"records"`
+	}
+	json.Unmarshal(mustOK(t, c, "WAL_READ", `{"from_offset":1,"limit":1}`), &wr)
+	if len(wr.Records) != 1 || wr.Records[0].Offset != ts.srv.log.firstLSN() || wr.Records[0].Offset <= 1 {
+		t.Errorf("WAL_READ after compaction: %+v (first retained %d)", wr, ts.srv.log.firstLSN())
+	}
+	// A second COMPACT replaces the snapshot; only one remains.
+	json.Unmarshal(mustOK(t, c, "COMPACT", `{"force_snapshot":true}`), &res)
+	snaps, _ := filepath.Glob(filepath.Join(ts.cfg.DataDir, "snapshots", "full-*.snap"))
+	if len(snaps) != 1 || res.SnapshotsCreated != 1 {
+		t.Errorf("snapshots after second compaction: %v, %+v", snaps, res)
+	}
+	// Compacting with nothing new creates nothing.
+	json.Unmarshal(mustOK(t, c, "COMPACT", `{}`), &res)
+	if res.SnapshotsCreated != 0 || res.SegmentsDeleted != 0 {
+		t.Errorf("idle compaction did work: %+v", res)
+	}
+	// FLUSH_ALL, then compact, then restart: nothing comes back.
+	ts.restart()
+}
+
+func TestAutoCompaction(t *testing.T) {
+	ts := startServer(t, func(c *config) {
+		c.CompactEvents = 200
+		c.CompactMinInterval = 0
+		c.compactTick = 10 * time.Millisecond
+	})
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	fill(t, c, "x", 5, 300)
+	deadline := time.Now().Add(5 * time.Second)
+	for ts.srv.compactedAt.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if got := ts.srv.compactedAt.Load(); got < 200 {
+		t.Fatalf("automatic compaction did not run: snapshot covers %d", got)
+	}
+}
+
+func TestSnapshotInstance(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", orderMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"order","version":1,"instance_id":"o","initial_ctx":{"amount":3}}`)
+	var res instanceSnapshotResult
+	json.Unmarshal(mustOK(t, c, "SNAPSHOT_INSTANCE", `{"instance_id":"o"}`), &res)
+	data, err := os.ReadFile(filepath.Join(ts.cfg.DataDir, "snapshots", "instances", res.SnapshotID+".json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.InstanceID != "o" || res.WalOffset != 2 || res.SizeBytes != len(data) || res.Checksum != sha256Hex(string(data)) || !strings.HasPrefix(res.SnapshotID, "snap-") {
+		t.Errorf("result %+v for file %s", res, data)
+	}
+	runSteps(t, c, []step{{op: "SNAPSHOT_INSTANCE", params: `{"instance_id":"nope"}`, code: codeInstanceNotFound}})
+}
+
+// Damage to a snapshot is refused with a clear error, never ignored.
+func TestDamagedSnapshotRefused(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	fill(t, c, "d", 2, 10)
+	mustOK(t, c, "COMPACT", `{}`)
+	ts.stop()
+	snaps, _ := filepath.Glob(filepath.Join(ts.cfg.DataDir, "snapshots", "full-*.snap"))
+	data, _ := os.ReadFile(snaps[0])
+	data[len(data)/2] ^= 0xff
+	os.WriteFile(snaps[0], data, 0o644)
+	if _, err := openServer(ts.cfg, nil); err == nil || !strings.Contains(err.Error(), "checksum") {
+		t.Fatalf("damaged snapshot: err = %v", err)
+	}
+	data[len(data)/2] ^= 0xff
+	os.WriteFile(snaps[0], data, 0o644)
+	ts.start()
+}
