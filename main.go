@@ -145,10 +145,26 @@ func cmdWAL(args []string, stdout, stderr io.Writer) int {
 	} else {
 		rep, err = repairWAL(dir)
 	}
-	fmt.Fprintf(stdout, "%+v\n", rep)
+	for _, seg := range rep.Segments {
+		fmt.Fprintf(stdout, "%s  records %d..%d (%d)  %d data bytes\n", seg.Name, seg.FirstLSN, seg.LastLSN, seg.Records, seg.DataBytes)
+	}
+	fmt.Fprintf(stdout, "%d good records (LSN %d..%d)\n", rep.Records, rep.FirstLSN, rep.LastLSN)
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		return 1
 	}
+	if rep.Truncated || len(rep.Removed) > 0 {
+		fmt.Fprintf(stdout, "repaired: truncated=%v removed=%v\n", rep.Truncated, rep.Removed)
+		return 0
+	}
+	if rep.Problem != nil {
+		kind := "corruption before the tail: the server will refuse to start (stmdb wal repair truncates here)"
+		if rep.Problem.TornTail {
+			kind = "torn tail: the server truncates it at start"
+		}
+		fmt.Fprintf(stdout, "problem: %s\n%s\n", rep.Problem, kind)
+		return 1
+	}
+	fmt.Fprintln(stdout, "ok")
 	return 0
 }
