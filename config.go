@@ -10,7 +10,25 @@ import (
 // config is every setting of the server. Defaults come from defaultConfig;
 // environment variables (RSTMDB_*) override them and flags override those.
 type config struct {
-	Bind               string
+	Bind           string
+	IdleTimeout    time.Duration
+	MaxConnections int
+	MaxFrameBytes  int
+
+	AllowInstanceRecreate bool
+	AuthRequired          bool
+	AuthTokenHashes       []string
+	AuthSecretsFile       string
+	TLSEnabled            bool
+	TLSCertPath           string
+	TLSKeyPath            string
+	TLSRequireClientCert  bool
+	TLSClientCAPath       string
+	MetricsEnabled        bool
+	MetricsBind           string
+	LogLevel              string
+	LogFormat             string
+
 	DataDir            string
 	SegmentSizeMB      int64
 	Fsync              fsyncPolicy
@@ -28,12 +46,19 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		Bind:           "127.0.0.1:7401",
-		DataDir:        "./data",
-		SegmentSizeMB:  64,
-		Fsync:          fsyncPolicy{Kind: "every_write"},
-		MaxBatchOps:    100,
-		IdempotencyTTL: 24 * time.Hour,
+		Bind:                  "127.0.0.1:7401",
+		IdleTimeout:           300 * time.Second,
+		MaxConnections:        1000,
+		MaxFrameBytes:         maxPayload,
+		MetricsBind:           "0.0.0.0:9090",
+		LogLevel:              "info",
+		LogFormat:             "text",
+		AllowInstanceRecreate: true,
+		DataDir:               "./data",
+		SegmentSizeMB:         64,
+		Fsync:                 fsyncPolicy{Kind: "every_write"},
+		MaxBatchOps:           100,
+		IdempotencyTTL:        24 * time.Hour,
 
 		CompactEnabled:     true,
 		CompactEvents:      10000,

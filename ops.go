@@ -6,12 +6,15 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // Handlers: one method per op, named in ops.spec. Decoding and validation of
@@ -37,7 +40,7 @@ const (
 var serverVersion = "0.1.0"
 
 // serverFeatures are what HELLO can agree to, in this order.
-var serverFeatures = []string{"idempotency", "batch", "wal_read"}
+var serverFeatures = []string{"idempotency", "batch", "watch", "wal_read"}
 
 func (s *server) handleHello(c *conn, p *HelloParams) (reply, *rcpError) {
 	if p.ProtocolVersion != protocolVersion {
@@ -76,6 +79,45 @@ func (s *server) handleHello(c *conn, p *HelloParams) (reply, *rcpError) {
 		ServerVersion   string   `json:"server_version"`
 		WireMode        string   `json:"wire_mode"`
 	}{features, protocolVersion, serverName, serverVersion, next.String()}), lsn: s.readLSN()}, nil
+}
+
+// handleAuth checks a bearer token: its SHA-256 (lowercase hex) against
+// every configured hash, in constant time. Failures are slowed down per
+// connection (the reader sleeps, so only this connection waits).
+func (s *server) handleAuth(c *conn, p *AuthParams) (reply, *rcpError) {
+	fail := func(format string, args ...any) (reply, *rcpError) {
+		c.authFailures++
+		s.metrics.authFailure()
+		time.Sleep(authDelay(c.authFailures))
+		return reply{}, newError(codeAuthFailed, "authentication failed: "+format, args...)
+	}
+	if p.Method != "bearer" {
+		return fail("unsupported auth method '%s' (only 'bearer')", p.Method)
+	}
+	if p.Token == "" {
+		return fail("empty token")
+	}
+	if len(s.cfg.AuthTokenHashes) > 0 || s.cfg.AuthRequired {
+		sum := sha256.Sum256([]byte(p.Token))
+		got := []byte(hex.EncodeToString(sum[:]))
+		ok := 0
+		for _, h := range s.cfg.AuthTokenHashes {
+			ok |= subtle.ConstantTimeCompare(got, []byte(strings.ToLower(h)))
+		}
+		if ok != 1 {
+			return fail("invalid token")
+		}
+	}
+	c.authed = true
+	c.authFailures = 0
+	return reply{result: []byte(`{"authenticated":true}`)}, nil
+}
+
+// authDelay grows with consecutive failures on one connection: 50 ms,
+// 100 ms, 200 ms... up to 2 s.
+func authDelay(failures int) time.Duration {
+	d := 50 * time.Millisecond << min(failures-1, 6)
+	return min(d, 2*time.Second)
 }
 
 func (s *server) handlePing(c *conn, p *PingParams) (reply, *rcpError) {
@@ -316,7 +358,7 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 		return prepared{}, newError(codeGuardFailed, "no transition for event '%s' from state '%s' passed its guard", p.Event, inst.state).
 			with("instance_id", p.InstanceID).with("current_state", inst.state).with("event", p.Event)
 	}
-	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Event: p.Event, FromState: inst.state, ToState: to,
+	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Machine: inst.mv.name, Version: inst.mv.version, Event: p.Event, FromState: inst.state, ToState: to,
 		Payload: ctxCanonical(p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
 	if p.IdempotencyKey != nil {
 		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash

@@ -24,27 +24,31 @@ type opCode uint8
 
 const (
 	opApplyEvent       opCode = 1  // APPLY_EVENT
-	opBatch            opCode = 2  // BATCH
-	opBye              opCode = 3  // BYE
-	opCompact          opCode = 4  // COMPACT
-	opCreateInstance   opCode = 5  // CREATE_INSTANCE
-	opDeleteInstance   opCode = 6  // DELETE_INSTANCE
-	opFlushAll         opCode = 7  // FLUSH_ALL
-	opGetInstance      opCode = 8  // GET_INSTANCE
-	opGetMachine       opCode = 9  // GET_MACHINE
-	opHello            opCode = 10 // HELLO
-	opInfo             opCode = 11 // INFO
-	opListInstances    opCode = 12 // LIST_INSTANCES
-	opListMachines     opCode = 13 // LIST_MACHINES
-	opPing             opCode = 14 // PING
-	opPutMachine       opCode = 15 // PUT_MACHINE
-	opSnapshotInstance opCode = 16 // SNAPSHOT_INSTANCE
-	opWalRead          opCode = 17 // WAL_READ
-	opWalStats         opCode = 18 // WAL_STATS
+	opAuth             opCode = 2  // AUTH
+	opBatch            opCode = 3  // BATCH
+	opBye              opCode = 4  // BYE
+	opCompact          opCode = 5  // COMPACT
+	opCreateInstance   opCode = 6  // CREATE_INSTANCE
+	opDeleteInstance   opCode = 7  // DELETE_INSTANCE
+	opFlushAll         opCode = 8  // FLUSH_ALL
+	opGetInstance      opCode = 9  // GET_INSTANCE
+	opGetMachine       opCode = 10 // GET_MACHINE
+	opHello            opCode = 11 // HELLO
+	opInfo             opCode = 12 // INFO
+	opListInstances    opCode = 13 // LIST_INSTANCES
+	opListMachines     opCode = 14 // LIST_MACHINES
+	opPing             opCode = 15 // PING
+	opPutMachine       opCode = 16 // PUT_MACHINE
+	opSnapshotInstance opCode = 17 // SNAPSHOT_INSTANCE
+	opUnwatch          opCode = 18 // UNWATCH
+	opWalRead          opCode = 19 // WAL_READ
+	opWalStats         opCode = 20 // WAL_STATS
+	opWatchAll         opCode = 21 // WATCH_ALL
+	opWatchInstance    opCode = 22 // WATCH_INSTANCE
 )
 
 // numOps is the number of ops; valid codes are 1..numOps.
-const numOps = 18
+const numOps = 22
 
 // opDesc describes an op. (Not opInfo: that is the INFO op's code.)
 type opDesc struct {
@@ -56,6 +60,7 @@ type opDesc struct {
 // opTable is indexed by opCode; opTable[0] is the zero opDesc.
 var opTable = [numOps + 1]opDesc{
 	opApplyEvent:       {name: "APPLY_EVENT", flags: flagWrite | flagBatchable, doc: "Applies an event: guard, transition, shallow ctx merge."},
+	opAuth:             {name: "AUTH", flags: flagPreAuth, doc: "Authenticates the connection with a bearer token."},
 	opBatch:            {name: "BATCH", flags: flagWrite, doc: "Runs up to max_batch_ops writes, atomically or one by one."},
 	opBye:              {name: "BYE", flags: flagPreAuth, doc: "Ends the session: {\"goodbye\":true}, then the connection closes."},
 	opCompact:          {name: "COMPACT", flags: flagWrite, doc: "Writes a full snapshot and deletes the WAL segments it covers."},
@@ -71,8 +76,11 @@ var opTable = [numOps + 1]opDesc{
 	opPing:             {name: "PING", flags: flagPreAuth, doc: "Liveness check: {\"pong\":true}."},
 	opPutMachine:       {name: "PUT_MACHINE", flags: flagWrite, doc: "Registers a machine version; identical re-put is created:false."},
 	opSnapshotInstance: {name: "SNAPSHOT_INSTANCE", flags: flagRead, doc: "Writes one instance's current state to a file under snapshots/."},
+	opUnwatch:          {name: "UNWATCH", flags: flagRead, doc: "Ends one of this connection's subscriptions."},
 	opWalRead:          {name: "WAL_READ", flags: flagRead, doc: "Reads log records from an offset."},
 	opWalStats:         {name: "WAL_STATS", flags: flagRead, doc: "Log entry count, segments, size and I/O counters."},
+	opWatchAll:         {name: "WATCH_ALL", flags: flagRead | flagStreaming, doc: "Subscribes to events matching machine, event and state filters."},
+	opWatchInstance:    {name: "WATCH_INSTANCE", flags: flagRead | flagStreaming, doc: "Subscribes to one instance's events, optionally replaying from an offset."},
 }
 
 // lookupOp returns the code of the op with the given wire name.
@@ -80,6 +88,8 @@ func lookupOp(name string) (opCode, bool) {
 	switch name {
 	case "APPLY_EVENT":
 		return opApplyEvent, true
+	case "AUTH":
+		return opAuth, true
 	case "BATCH":
 		return opBatch, true
 	case "BYE":
@@ -110,10 +120,16 @@ func lookupOp(name string) (opCode, bool) {
 		return opPutMachine, true
 	case "SNAPSHOT_INSTANCE":
 		return opSnapshotInstance, true
+	case "UNWATCH":
+		return opUnwatch, true
 	case "WAL_READ":
 		return opWalRead, true
 	case "WAL_STATS":
 		return opWalStats, true
+	case "WATCH_ALL":
+		return opWatchAll, true
+	case "WATCH_INSTANCE":
+		return opWatchInstance, true
 	}
 	return 0, false
 }
@@ -136,24 +152,28 @@ func _() {
 	_ = x[flagPreAuth-8]
 	_ = x[flagStreaming-16]
 	_ = x[opApplyEvent-1]
-	_ = x[opBatch-2]
-	_ = x[opBye-3]
-	_ = x[opCompact-4]
-	_ = x[opCreateInstance-5]
-	_ = x[opDeleteInstance-6]
-	_ = x[opFlushAll-7]
-	_ = x[opGetInstance-8]
-	_ = x[opGetMachine-9]
-	_ = x[opHello-10]
-	_ = x[opInfo-11]
-	_ = x[opListInstances-12]
-	_ = x[opListMachines-13]
-	_ = x[opPing-14]
-	_ = x[opPutMachine-15]
-	_ = x[opSnapshotInstance-16]
-	_ = x[opWalRead-17]
-	_ = x[opWalStats-18]
-	_ = x[numOps-18]
+	_ = x[opAuth-2]
+	_ = x[opBatch-3]
+	_ = x[opBye-4]
+	_ = x[opCompact-5]
+	_ = x[opCreateInstance-6]
+	_ = x[opDeleteInstance-7]
+	_ = x[opFlushAll-8]
+	_ = x[opGetInstance-9]
+	_ = x[opGetMachine-10]
+	_ = x[opHello-11]
+	_ = x[opInfo-12]
+	_ = x[opListInstances-13]
+	_ = x[opListMachines-14]
+	_ = x[opPing-15]
+	_ = x[opPutMachine-16]
+	_ = x[opSnapshotInstance-17]
+	_ = x[opUnwatch-18]
+	_ = x[opWalRead-19]
+	_ = x[opWalStats-20]
+	_ = x[opWatchAll-21]
+	_ = x[opWatchInstance-22]
+	_ = x[numOps-22]
 }
 
 // ApplyEventParams are the params of APPLY_EVENT.
@@ -247,6 +267,48 @@ func decodeApplyEventParams(raw []byte, p *ApplyEventParams) *rcpError {
 			return err
 		}
 		p.IdempotencyKey = &v
+	}
+	return nil
+}
+
+// AuthParams are the params of AUTH.
+type AuthParams struct {
+	Method string // method required max=64
+	Token  string // token required max=4096
+}
+
+// decodeAuthParams decodes the params of AUTH into p.
+func decodeAuthParams(raw []byte, p *AuthParams) *rcpError {
+	*p = AuthParams{}
+	var vMethod, vToken []byte
+	sc, err := scanObject(raw)
+	if err != nil {
+		return err
+	}
+	for sc.next() {
+		switch string(sc.key) {
+		case "method":
+			vMethod = sc.val
+		case "token":
+			vToken = sc.val
+		}
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	// method
+	if paramAbsent(vMethod) {
+		return paramMissing("method")
+	}
+	if p.Method, err = paramString("method", vMethod, 0, 64); err != nil {
+		return err
+	}
+	// token
+	if paramAbsent(vToken) {
+		return paramMissing("token")
+	}
+	if p.Token, err = paramString("token", vToken, 0, 4096); err != nil {
+		return err
 	}
 	return nil
 }
@@ -796,6 +858,38 @@ func decodeSnapshotInstanceParams(raw []byte, p *SnapshotInstanceParams) *rcpErr
 	return nil
 }
 
+// UnwatchParams are the params of UNWATCH.
+type UnwatchParams struct {
+	SubscriptionID string // subscription_id required max=256
+}
+
+// decodeUnwatchParams decodes the params of UNWATCH into p.
+func decodeUnwatchParams(raw []byte, p *UnwatchParams) *rcpError {
+	*p = UnwatchParams{}
+	var vSubscriptionID []byte
+	sc, err := scanObject(raw)
+	if err != nil {
+		return err
+	}
+	for sc.next() {
+		switch string(sc.key) {
+		case "subscription_id":
+			vSubscriptionID = sc.val
+		}
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	// subscription_id
+	if paramAbsent(vSubscriptionID) {
+		return paramMissing("subscription_id")
+	}
+	if p.SubscriptionID, err = paramString("subscription_id", vSubscriptionID, 0, 256); err != nil {
+		return err
+	}
+	return nil
+}
+
 // WalReadParams are the params of WAL_READ.
 type WalReadParams struct {
 	FromOffset uint64 // from_offset required
@@ -847,6 +941,138 @@ func decodeWalStatsParams(raw []byte, p *WalStatsParams) *rcpError {
 	return paramValidateObject(raw)
 }
 
+// WatchAllParams are the params of WATCH_ALL.
+type WatchAllParams struct {
+	Machines   []string // machines max=1024
+	Events     []string // events max=1024
+	FromStates []string // from_states max=1024
+	ToStates   []string // to_states max=1024
+	IncludeCtx bool     // include_ctx default=true
+	FromOffset *uint64  // from_offset
+}
+
+// decodeWatchAllParams decodes the params of WATCH_ALL into p.
+func decodeWatchAllParams(raw []byte, p *WatchAllParams) *rcpError {
+	*p = WatchAllParams{}
+	var vMachines, vEvents, vFromStates, vToStates, vIncludeCtx, vFromOffset []byte
+	sc, err := scanObject(raw)
+	if err != nil {
+		return err
+	}
+	for sc.next() {
+		switch string(sc.key) {
+		case "machines":
+			vMachines = sc.val
+		case "events":
+			vEvents = sc.val
+		case "from_states":
+			vFromStates = sc.val
+		case "to_states":
+			vToStates = sc.val
+		case "include_ctx":
+			vIncludeCtx = sc.val
+		case "from_offset":
+			vFromOffset = sc.val
+		}
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	// machines
+	if !paramAbsent(vMachines) {
+		if p.Machines, err = paramStringList("machines", vMachines, 0, 1024); err != nil {
+			return err
+		}
+	}
+	// events
+	if !paramAbsent(vEvents) {
+		if p.Events, err = paramStringList("events", vEvents, 0, 1024); err != nil {
+			return err
+		}
+	}
+	// from_states
+	if !paramAbsent(vFromStates) {
+		if p.FromStates, err = paramStringList("from_states", vFromStates, 0, 1024); err != nil {
+			return err
+		}
+	}
+	// to_states
+	if !paramAbsent(vToStates) {
+		if p.ToStates, err = paramStringList("to_states", vToStates, 0, 1024); err != nil {
+			return err
+		}
+	}
+	// include_ctx
+	p.IncludeCtx = true
+	if !paramAbsent(vIncludeCtx) {
+		if p.IncludeCtx, err = paramBool("include_ctx", vIncludeCtx); err != nil {
+			return err
+		}
+	}
+	// from_offset
+	if !paramAbsent(vFromOffset) {
+		v, err := paramU64("from_offset", vFromOffset, 0, math.MaxUint64)
+		if err != nil {
+			return err
+		}
+		p.FromOffset = &v
+	}
+	return nil
+}
+
+// WatchInstanceParams are the params of WATCH_INSTANCE.
+type WatchInstanceParams struct {
+	InstanceID string  // instance_id required max=256
+	IncludeCtx bool    // include_ctx default=true
+	FromOffset *uint64 // from_offset
+}
+
+// decodeWatchInstanceParams decodes the params of WATCH_INSTANCE into p.
+func decodeWatchInstanceParams(raw []byte, p *WatchInstanceParams) *rcpError {
+	*p = WatchInstanceParams{}
+	var vInstanceID, vIncludeCtx, vFromOffset []byte
+	sc, err := scanObject(raw)
+	if err != nil {
+		return err
+	}
+	for sc.next() {
+		switch string(sc.key) {
+		case "instance_id":
+			vInstanceID = sc.val
+		case "include_ctx":
+			vIncludeCtx = sc.val
+		case "from_offset":
+			vFromOffset = sc.val
+		}
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	// instance_id
+	if paramAbsent(vInstanceID) {
+		return paramMissing("instance_id")
+	}
+	if p.InstanceID, err = paramString("instance_id", vInstanceID, 0, 256); err != nil {
+		return err
+	}
+	// include_ctx
+	p.IncludeCtx = true
+	if !paramAbsent(vIncludeCtx) {
+		if p.IncludeCtx, err = paramBool("include_ctx", vIncludeCtx); err != nil {
+			return err
+		}
+	}
+	// from_offset
+	if !paramAbsent(vFromOffset) {
+		v, err := paramU64("from_offset", vFromOffset, 0, math.MaxUint64)
+		if err != nil {
+			return err
+		}
+		p.FromOffset = &v
+	}
+	return nil
+}
+
 // dispatch decodes the params of op and calls its handler.
 func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) {
 	switch op {
@@ -856,6 +1082,12 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 			return reply{}, err
 		}
 		return s.handleApplyEvent(c, &p)
+	case opAuth:
+		var p AuthParams
+		if err := decodeAuthParams(params, &p); err != nil {
+			return reply{}, err
+		}
+		return s.handleAuth(c, &p)
 	case opBatch:
 		var p BatchParams
 		if err := decodeBatchParams(params, &p); err != nil {
@@ -946,6 +1178,12 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 			return reply{}, err
 		}
 		return s.handleSnapshotInstance(c, &p)
+	case opUnwatch:
+		var p UnwatchParams
+		if err := decodeUnwatchParams(params, &p); err != nil {
+			return reply{}, err
+		}
+		return s.handleUnwatch(c, &p)
 	case opWalRead:
 		var p WalReadParams
 		if err := decodeWalReadParams(params, &p); err != nil {
@@ -958,6 +1196,18 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 			return reply{}, err
 		}
 		return s.handleWalStats(c, &p)
+	case opWatchAll:
+		var p WatchAllParams
+		if err := decodeWatchAllParams(params, &p); err != nil {
+			return reply{}, err
+		}
+		return s.handleWatchAll(c, &p)
+	case opWatchInstance:
+		var p WatchInstanceParams
+		if err := decodeWatchInstanceParams(params, &p); err != nil {
+			return reply{}, err
+		}
+		return s.handleWatchInstance(c, &p)
 	}
 	return reply{}, newError(codeBadRequest, "unknown op")
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,6 +35,10 @@ type server struct {
 	lastCompact atomic.Int64  // Unix ms of the last compaction
 	compactedAt atomic.Uint64 // LSN the newest snapshot covers
 
+	hub       *watchHub
+	metrics   *metrics
+	tlsConfig *tls.Config
+
 	ln      net.Listener
 	mu      sync.Mutex
 	conns   map[*conn]struct{}
@@ -50,7 +56,14 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &server{
-		cfg: cfg, logger: logger, conns: map[*conn]struct{}{},
+		cfg: cfg, logger: logger, conns: map[*conn]struct{}{}, metrics: newMetrics(),
+	}
+	if cfg.TLSEnabled {
+		tc, err := buildTLSConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		s.tlsConfig = tc
 	}
 	s.fatal = func(err error) {
 		logger.Error("fatal write-ahead log failure; exiting so that a restart recovers from disk", "err", err)
@@ -73,6 +86,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	s.log = w
+	s.hub = newWatchHub(w)
 	if first := w.firstLSN(); first > snapLSN+1 {
 		w.close()
 		return nil, fmt.Errorf("the WAL starts at record %d but the newest snapshot (%q) covers only through %d: records are missing", first, snapPath, snapLSN)
@@ -131,6 +145,9 @@ func (s *server) now() int64 { return time.Now().UnixMilli() + s.skewMS.Load() }
 
 // serve accepts connections until close.
 func (s *server) serve(ln net.Listener) error {
+	if s.tlsConfig != nil {
+		ln = tls.NewListener(ln, s.tlsConfig)
+	}
 	s.mu.Lock()
 	s.ln = ln
 	if s.closing {
@@ -155,24 +172,42 @@ func (s *server) serve(ln net.Listener) error {
 			}
 			return err
 		}
-		c := s.newConn(nc)
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
 			nc.Close()
 			continue
 		}
+		if len(s.conns) >= s.cfg.MaxConnections {
+			s.mu.Unlock()
+			s.metrics.connRejected()
+			go s.reject(nc)
+			continue
+		}
+		c := s.newConn(nc)
 		s.conns[c] = struct{}{}
 		s.wg.Add(2)
 		s.mu.Unlock()
-		s.logger.Debug("connection opened", "remote", nc.RemoteAddr().String())
+		s.metrics.connOpened()
+		s.logger.Info("connection opened", "remote", c.remote)
 		go c.readLoop()
 		go c.writeLoop()
 	}
 }
 
-// close stops accepting, closes every connection, waits for them and
-// syncs and closes the WAL.
+// reject tells a connection over max_connections why, then closes it.
+func (s *server) reject(nc net.Conn) {
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	e := newError(codeRateLimited, "too many connections (limit %d); try again later", s.cfg.MaxConnections).
+		with("max_connections", s.cfg.MaxConnections)
+	p := appendErrorPayload(nil, nil, e)
+	nc.Write(appendFrame(nil, modeBinary, p))
+	s.logger.Warn("connection rejected: max_connections reached", "remote", nc.RemoteAddr().String(), "limit", s.cfg.MaxConnections)
+}
+
+// close shuts down gracefully: stop accepting, stop reading new requests,
+// answer every request already read (once durable), then the final sync.
 func (s *server) close() error {
 	s.mu.Lock()
 	if !s.closing {
@@ -183,26 +218,56 @@ func (s *server) close() error {
 		s.ln.Close()
 	}
 	for c := range s.conns {
-		c.nc.Close()
+		// Wakes the reader, which sees the server closing and stops; the
+		// writer still sends what is queued.
+		c.nc.SetReadDeadline(time.Now())
 	}
 	s.mu.Unlock()
-	s.wg.Wait()
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		// A client that stopped reading must not hold shutdown hostage.
+		s.mu.Lock()
+		for c := range s.conns {
+			c.nc.Close()
+		}
+		s.mu.Unlock()
+		<-done
+	}
 	return s.log.close()
 }
 
+func (s *server) isClosing() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closing
+}
+
 // conn is one client connection: a reader goroutine that decodes and runs
-// requests, and a writer goroutine that sends replies in request order,
-// each once the record it depends on is durable.
+// requests, a writer goroutine that sends replies in request order, each
+// once the record it depends on is durable, and (once it watches) a pump
+// goroutine that queues subscription events.
 type conn struct {
-	s   *server
-	nc  net.Conn
-	fr  *frameReader
-	out chan outMsg
+	s      *server
+	nc     net.Conn
+	remote string
+	fr     *frameReader
+	out    chan outMsg
+	quit   chan struct{} // closed when the reader stops: the pump exits
+
+	outMode      atomic.Uint32 // wireMode used to encode what is queued now
+	lastActivity atomic.Int64  // Unix ns of the last request or event
+
+	watch connWatch
 
 	// Touched only by the reader goroutine (handlers run there).
-	switchTo *wireMode
-	closing  bool
-	scratch  []byte
+	switchTo     *wireMode
+	closing      bool
+	authed       bool
+	authFailures int
+	scratch      []byte
 }
 
 type outMsg struct {
@@ -212,26 +277,50 @@ type outMsg struct {
 }
 
 func (s *server) newConn(nc net.Conn) *conn {
-	return &conn{s: s, nc: nc, fr: newFrameReader(nc), out: make(chan outMsg, 256)}
+	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fr: newFrameReader(nc),
+		out: make(chan outMsg, 256), quit: make(chan struct{})}
+	c.lastActivity.Store(time.Now().UnixNano())
+	return c
 }
 
 func (c *conn) readLoop() {
 	defer c.s.wg.Done()
-	defer close(c.out)
+	defer func() {
+		close(c.quit)
+		c.dropSubscriptions()
+		c.watch.done.Wait()
+		close(c.out)
+	}()
+	idle := c.s.cfg.IdleTimeout
 	for {
+		if idle > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(idle))
+		}
 		payload, err := c.fr.next()
 		if err != nil {
 			var re *rcpError
-			if errors.As(err, &re) {
+			var ne net.Error
+			switch {
+			case errors.As(err, &re):
 				// Malformed input: one error frame, then close.
 				c.out <- outMsg{buf: c.encodeError(nil, re), close: true}
+			case errors.As(err, &ne) && ne.Timeout() && !c.s.isClosing():
+				// Idle only if nothing was sent either (events keep a
+				// subscriber alive).
+				if time.Since(time.Unix(0, c.lastActivity.Load())) < idle {
+					continue
+				}
+				c.s.logger.Info("closing idle connection", "remote", c.remote, "idle_timeout", idle)
 			}
 			return
 		}
+		c.lastActivity.Store(time.Now().UnixNano())
 		msg := c.handle(payload)
 		c.out <- msg
+		c.activateSubscriptions()
 		if c.switchTo != nil {
 			c.fr.setMode(*c.switchTo)
+			c.outMode.Store(uint32(*c.switchTo))
 			c.switchTo = nil
 		}
 		if msg.close {
@@ -244,20 +333,27 @@ func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
 	defer func() {
 		c.nc.Close()
-		for range c.out { // let the reader finish if it is blocked on us
+		for range c.out { // let the reader and pump finish if blocked on us
 		}
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
 		c.s.mu.Unlock()
-		c.s.logger.Debug("connection closed", "remote", c.nc.RemoteAddr().String())
+		c.s.metrics.connClosed()
+		c.s.logger.Info("connection closed", "remote", c.remote)
 	}()
 	bw := bufio.NewWriterSize(c.nc, 32<<10)
+	idle := c.s.cfg.IdleTimeout
 	for m := range c.out {
 		if m.lsn > 0 {
 			if err := c.s.log.waitDurable(m.lsn); err != nil {
 				c.s.fatal(err)
 				return
 			}
+		}
+		if idle > 0 {
+			// A client that stops reading is disconnected after the idle
+			// timeout instead of holding memory forever.
+			c.nc.SetWriteDeadline(time.Now().Add(idle))
 		}
 		if _, err := bw.Write(m.buf); err != nil {
 			return
@@ -266,6 +362,7 @@ func (c *conn) writeLoop() {
 			if err := bw.Flush(); err != nil {
 				return
 			}
+			c.lastActivity.Store(time.Now().UnixNano())
 		}
 		if m.close {
 			return
@@ -302,13 +399,46 @@ func (c *conn) handle(payload []byte) outMsg {
 	}
 	op, ok := lookupOp(opName)
 	if !ok {
+		c.s.metrics.request("UNKNOWN", codeBadRequest, 0)
 		return outMsg{buf: c.encodeError(&id, badParam("op", "unknown op '%s'", opName))}
 	}
-	r, rerr := c.s.dispatch(c, op, env.Params)
+	start := time.Now()
+	var r reply
+	var rerr *rcpError
+	if c.s.cfg.AuthRequired && !c.authed && opTable[op].flags&flagPreAuth == 0 {
+		rerr = newError(codeUnauthorized, "authentication required: send AUTH before %s", opName)
+	} else {
+		r, rerr = c.s.dispatch(c, op, env.Params)
+	}
 	if rerr != nil {
+		c.s.metrics.request(opName, rerr.Code, time.Since(start))
 		return outMsg{buf: c.encodeError(&id, rerr), lsn: c.s.readLSN()}
 	}
+	c.s.metrics.request(opName, "", time.Since(start))
 	return outMsg{buf: c.encodeReply(id, r), lsn: r.lsn, close: c.closing}
+}
+
+// buildTLSConfig loads the server certificate and, for mTLS, the CA that
+// client certificates must chain to.
+func buildTLSConfig(cfg config) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(cfg.TLSCertPath, cfg.TLSKeyPath)
+	if err != nil {
+		return nil, fmt.Errorf("tls: loading tls.cert_path/tls.key_path: %w", err)
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if cfg.TLSRequireClientCert {
+		pem, err := os.ReadFile(cfg.TLSClientCAPath)
+		if err != nil {
+			return nil, fmt.Errorf("tls: reading tls.client_ca_path: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("tls: tls.client_ca_path %s holds no PEM certificate", cfg.TLSClientCAPath)
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
 }
 
 // errorBody is the wire form of an rcpError.
@@ -340,7 +470,12 @@ func (c *conn) encodeReply(id string, r reply) []byte {
 }
 
 func (c *conn) encodeError(id *string, e *rcpError) []byte {
-	p := c.scratch[:0]
+	c.scratch = appendErrorPayload(c.scratch[:0], id, e)
+	return appendFrame(nil, c.fr.mode(), c.scratch)
+}
+
+// appendErrorPayload appends an error response envelope; a nil id is "".
+func appendErrorPayload(p []byte, id *string, e *rcpError) []byte {
 	p = append(p, `{"type":"response","id":`...)
 	if id != nil {
 		p = encAppendString(p, *id)
@@ -349,7 +484,5 @@ func (c *conn) encodeError(id *string, e *rcpError) []byte {
 	}
 	p = append(p, `,"status":"error","error":`...)
 	p = append(p, encMarshal(errBody(e))...)
-	p = append(p, '}')
-	c.scratch = p
-	return appendFrame(nil, c.fr.mode(), p)
+	return append(p, '}')
 }

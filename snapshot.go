@@ -387,7 +387,12 @@ func (s *server) compact() (compactResult, error) {
 		}
 	}
 	res.TotalSnapshots = 1
-	res.SegmentsDeleted, res.BytesReclaimed, err = s.log.removeThrough(lsns[0])
+	// Keep what subscribers have not read yet.
+	keep := lsns[0]
+	if need := s.hub.minNeeded(); need > 0 && need-1 < keep {
+		keep = need - 1
+	}
+	res.SegmentsDeleted, res.BytesReclaimed, err = s.log.removeThrough(keep)
 	if err != nil {
 		return res, err
 	}

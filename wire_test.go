@@ -23,7 +23,7 @@ func TestStorageOps(t *testing.T) {
 			{"entry":{"type":"put_machine","ts":"<int>","machine":"order","version":1,"definition":"<any>","checksum":"<any>"},"offset":1,"sequence":1},
 			{"entry":{"type":"create_instance","ts":"<int>","machine":"order","version":1,"instance_id":"a","initial_state":"created","initial_ctx":{"amount":5}},"offset":2,"sequence":2}]}`},
 		{op: "WAL_READ", params: `{"from_offset":3}`,
-			want: `{"next_offset":4,"records":[{"entry":{"type":"apply_event","ts":"<int>","instance_id":"a","event":"PAY","from_state":"created","to_state":"paid","payload":{"k":"v"},"ctx":{"amount":5,"k":"v"},"event_id":"ev"},"offset":3,"sequence":3}]}`},
+			want: `{"next_offset":4,"records":[{"entry":{"type":"apply_event","ts":"<int>","machine":"order","version":1,"instance_id":"a","event":"PAY","from_state":"created","to_state":"paid","payload":{"k":"v"},"ctx":{"amount":5,"k":"v"},"event_id":"ev"},"offset":3,"sequence":3}]}`},
 		{name: "past the end", op: "WAL_READ", params: `{"from_offset":9}`, want: `{"next_offset":9,"records":[]}`},
 		{op: "WAL_READ", params: `{}`, code: codeBadRequest, messageHas: "from_offset"},
 		{op: "WAL_READ", params: `{"from_offset":1,"limit":1001}`, code: codeBadRequest, messageHas: "limit"},
