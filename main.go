@@ -89,7 +89,11 @@ func cmdServe(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		return 2
 	}
-	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	logger, err := newLogger(cfg, stderr)
+	if err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		return 2
+	}
 	s, err := openServer(cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
@@ -167,4 +171,22 @@ func cmdWAL(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stdout, "ok")
 	return 0
+}
+
+// newLogger builds the server's slog logger from logging.level and
+// logging.format. At info it logs connections and notable events (recovery,
+// compaction, slow fsyncs), never individual requests.
+func newLogger(cfg config, w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("logging.level: %q is not one of debug, info, warn, error", cfg.LogLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch cfg.LogFormat {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("logging.format: %q is not one of text, json", cfg.LogFormat)
 }

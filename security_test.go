@@ -1,0 +1,383 @@
+package main
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/binary"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+const testToken = "s3cret-token"
+
+func testTokenHash() string { return sha256Hex(testToken) }
+
+// paramsFor gives every op a valid-looking request, so the auth gate is
+// what decides the answer.
+var paramsFor = map[string]string{
+	"HELLO": `{"protocol_version":1}`, "AUTH": `{"method":"bearer","token":"wrong"}`,
+	"PUT_MACHINE": ctrMachine, "GET_MACHINE": `{"machine":"ctr","version":1}`,
+	"CREATE_INSTANCE": `{"machine":"ctr","version":1}`, "GET_INSTANCE": `{"instance_id":"x"}`,
+	"DELETE_INSTANCE": `{"instance_id":"x"}`, "APPLY_EVENT": `{"instance_id":"x","event":"INC"}`,
+	"BATCH":    `{"mode":"best_effort","ops":[{"op":"CREATE_INSTANCE","params":{"machine":"ctr","version":1}}]}`,
+	"WAL_READ": `{"from_offset":0}`, "SNAPSHOT_INSTANCE": `{"instance_id":"x"}`,
+	"WATCH_INSTANCE": `{"instance_id":"x"}`, "UNWATCH": `{"subscription_id":"sub-x"}`,
+}
+
+// With auth required, only HELLO, AUTH, PING and BYE work before AUTH;
+// every other op in the command table (WATCH_* and BATCH included) is
+// UNAUTHORIZED and changes nothing.
+func TestAuthGate(t *testing.T) {
+	ts := startServer(t, func(c *config) {
+		c.AuthRequired = true
+		c.AuthTokenHashes = []string{testTokenHash()}
+		c.AllowFlushAll = true
+	})
+	preauth := map[string]bool{"HELLO": true, "AUTH": true, "PING": true, "BYE": true}
+	for op := opCode(1); op <= numOps; op++ {
+		name := opTable[op].name
+		if preauth[name] != (opTable[op].flags&flagPreAuth != 0) {
+			t.Errorf("%s: preauth flag in ops.spec disagrees with the contract", name)
+		}
+		if name == "BYE" {
+			continue // closes the connection; checked below
+		}
+		c := ts.dial()
+		m := call(t, c, name, paramsFor[name])
+		switch {
+		case preauth[name]:
+			if m.Error != nil && m.Error.Code == codeUnauthorized {
+				t.Errorf("%s must work before AUTH: %s", name, m.Raw)
+			}
+		case m.Error == nil || m.Error.Code != codeUnauthorized:
+			t.Errorf("%s before AUTH: want UNAUTHORIZED, got %s", name, m.Raw)
+		}
+	}
+	c := ts.dial()
+	runSteps(t, c, []step{
+		{op: "AUTH", params: `{"method":"bearer","token":"nope"}`, code: codeAuthFailed, messageHas: "invalid token"},
+		{op: "AUTH", params: `{"method":"basic","token":"x"}`, code: codeAuthFailed, messageHas: "basic"},
+		{op: "AUTH", params: `{"method":"bearer","token":""}`, code: codeAuthFailed},
+		{op: "AUTH", params: `{"method":"bearer"}`, code: codeBadRequest, messageHas: "token"},
+		{op: "LIST_MACHINES", code: codeUnauthorized},
+		{op: "AUTH", params: fmt.Sprintf(`{"method":"bearer","token":%q}`, testToken), want: `{"authenticated":true}`},
+		{op: "LIST_MACHINES", want: `{"items":[]}`},
+		{op: "PUT_MACHINE", params: ctrMachine},
+		{op: "BATCH", params: paramsFor["BATCH"]},
+	})
+	runSteps(t, c, []step{{op: "BYE", want: `{"goodbye":true}`}})
+	// Nothing the unauthenticated requests asked for happened.
+	c = ts.dial()
+	mustOK(t, c, "AUTH", fmt.Sprintf(`{"method":"bearer","token":%q}`, testToken))
+	runSteps(t, c, []step{{op: "WAL_STATS", want: `{"entry_count":2,"io_stats":"<any>","latest_offset":2,"segment_count":"<int>","total_size_bytes":"<int>"}`}})
+}
+
+// Failed AUTHs are slowed down per connection and never close it.
+func TestAuthFailuresSlowed(t *testing.T) {
+	ts := startServer(t, func(c *config) { c.AuthRequired = true; c.AuthTokenHashes = []string{testTokenHash()} })
+	c := ts.dial()
+	start := time.Now()
+	for i := 0; i < 4; i++ {
+		call(t, c, "AUTH", `{"method":"bearer","token":"guess"}`)
+	}
+	// 50+100+200+400 ms of back-off.
+	if el := time.Since(start); el < 700*time.Millisecond {
+		t.Errorf("4 failed AUTHs took %v; expected back-off", el)
+	}
+	// Another connection is not slowed.
+	other := ts.dial()
+	start = time.Now()
+	mustOK(t, other, "PING", "")
+	if el := time.Since(start); el > 200*time.Millisecond {
+		t.Errorf("PING on another connection took %v", el)
+	}
+	mustOK(t, c, "AUTH", fmt.Sprintf(`{"method":"bearer","token":%q}`, testToken))
+}
+
+// testPKI is an in-process CA with a server and a client certificate.
+type testPKI struct {
+	dir                      string
+	caPool                   *x509.CertPool
+	serverCert, serverKey    string
+	clientCert, clientKey    string
+	caPath                   string
+	clientPair, strangerPair tls.Certificate
+}
+
+func newTestPKI(t *testing.T) *testPKI {
+	t.Helper()
+	p := &testPKI{dir: t.TempDir(), caPool: x509.NewCertPool()}
+	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "stmdb test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caCert, _ := x509.ParseCertificate(caDER)
+	p.caPool.AddCert(caCert)
+	p.caPath = p.write("ca.pem", "CERTIFICATE", caDER)
+	issue := func(name string, serial int64, usage x509.ExtKeyUsage, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (string, string, tls.Certificate) {
+		key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, _ := x509.MarshalECPrivateKey(key)
+		cp, kp := p.write(name+".pem", "CERTIFICATE", der), p.write(name+"-key.pem", "EC PRIVATE KEY", kder)
+		pair, err := tls.LoadX509KeyPair(cp, kp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp, kp, pair
+	}
+	p.serverCert, p.serverKey, _ = issue("server", 2, x509.ExtKeyUsageServerAuth, caCert, caKey)
+	p.clientCert, p.clientKey, p.clientPair = issue("client", 3, x509.ExtKeyUsageClientAuth, caCert, caKey)
+	// A client certificate from a CA the server does not trust.
+	otherKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherCA := &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "other CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	_, _, p.strangerPair = issue("stranger", 4, x509.ExtKeyUsageClientAuth, otherCA, otherKey)
+	return p
+}
+
+func (p *testPKI) write(name, typ string, der []byte) string {
+	path := filepath.Join(p.dir, name)
+	os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600)
+	return path
+}
+
+func tlsPing(addr string, cfg *tls.Config) error {
+	nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	m, err := newClient(nc).call("PING", nil)
+	if err != nil {
+		return err
+	}
+	if m.Status != "ok" {
+		return fmt.Errorf("PING: %s", m.Raw)
+	}
+	return nil
+}
+
+func TestTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	ts := startServer(t, func(c *config) {
+		c.TLSEnabled, c.TLSCertPath, c.TLSKeyPath = true, pki.serverCert, pki.serverKey
+	})
+	if err := tlsPing(ts.addr, &tls.Config{RootCAs: pki.caPool, ServerName: "localhost"}); err != nil {
+		t.Errorf("TLS handshake with a trusting client: %v", err)
+	}
+	if err := tlsPing(ts.addr, &tls.Config{ServerName: "localhost"}); err == nil {
+		t.Error("a client that does not trust the CA connected")
+	}
+	// Plaintext is refused (no fallback).
+	nc, _ := net.Dial("tcp", ts.addr)
+	nc.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := newClient(nc).call("PING", nil); err == nil {
+		t.Error("plaintext PING answered on a TLS port")
+	}
+	nc.Close()
+}
+
+func TestMutualTLS(t *testing.T) {
+	pki := newTestPKI(t)
+	ts := startServer(t, func(c *config) {
+		c.TLSEnabled, c.TLSCertPath, c.TLSKeyPath = true, pki.serverCert, pki.serverKey
+		c.TLSRequireClientCert, c.TLSClientCAPath = true, pki.caPath
+	})
+	cfg := func(certs ...tls.Certificate) *tls.Config {
+		return &tls.Config{RootCAs: pki.caPool, ServerName: "localhost", Certificates: certs}
+	}
+	if err := tlsPing(ts.addr, cfg(pki.clientPair)); err != nil {
+		t.Errorf("client with a trusted certificate: %v", err)
+	}
+	if err := tlsPing(ts.addr, cfg()); err == nil {
+		t.Error("client without a certificate was accepted")
+	}
+	if err := tlsPing(ts.addr, cfg(pki.strangerPair)); err == nil {
+		t.Error("client with an untrusted certificate was accepted")
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	ts := startServer(t, func(c *config) {
+		c.MaxConnections = 2
+		c.IdleTimeout = 300 * time.Millisecond
+	})
+	a, b := ts.dial(), ts.dial()
+	mustOK(t, a, "PING", "")
+	mustOK(t, b, "PING", "")
+	// The third gets RATE_LIMITED, then the connection closes.
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	third := newClient(nc)
+	m, err := third.recv()
+	if err != nil || m.Error == nil || m.Error.Code != codeRateLimited || !m.Error.Retryable {
+		t.Fatalf("over max_connections: %v %v", m, err)
+	}
+	if _, err := third.recv(); err == nil {
+		t.Error("rejected connection stayed open")
+	}
+	// Idle connections are closed after the idle timeout...
+	time.Sleep(600 * time.Millisecond)
+	if _, err := a.call("PING", nil); err == nil {
+		t.Error("idle connection still open after the idle timeout")
+	}
+	// ...which frees their slots; an active connection stays.
+	c := ts.dial()
+	for i := 0; i < 5; i++ {
+		mustOK(t, c, "PING", "")
+		time.Sleep(100 * time.Millisecond)
+	}
+	// A subscriber kept busy by events is not idle.
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"k"}`)
+	w := ts.dial()
+	watchResult(t, w, "WATCH_INSTANCE", `{"instance_id":"k"}`)
+	for i := 0; i < 6; i++ {
+		mustOK(t, c, "APPLY_EVENT", `{"instance_id":"k","event":"INC"}`)
+		recvEvents(t, w, 1)
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestRequestLimits(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	// A request id over 256 bytes, a batch over max_batch_ops: BAD_REQUEST,
+	// connection open. An oversized frame: error frame, then close.
+	runSteps(t, c, []step{
+		{op: "BATCH", params: `{"mode":"atomic","ops":[` + strings.TrimSuffix(strings.Repeat(`{"op":"PING"},`, 101), ",") + `]}`, code: codeBadRequest, messageHas: "100"},
+	})
+	c.sendRaw([]byte(fmt.Sprintf(`{"id":%q,"op":"PING"}`, strings.Repeat("x", 300))))
+	c.flush()
+	if m, err := c.recv(); err != nil || m.Error == nil || m.Error.Details["field"] != "id" {
+		t.Errorf("long id: %v %v", m, err)
+	}
+	mustOK(t, c, "PING", "")
+	// The length is refused from the header, before any payload is read.
+	hdr := frameWithHeader("RCPX", 1, 0, nil, 0)
+	binary.BigEndian.PutUint32(hdr[10:], maxPayload+1)
+	msgs, closed := rawSend(t, ts, hdr)
+	if len(msgs) != 1 || msgs[0].Error == nil || msgs[0].Error.Code != codeBadRequest || !closed {
+		t.Errorf("oversized frame: %v closed=%v", msgs, closed)
+	}
+}
+
+// Shutdown answers every request already read (once durable) and loses
+// nothing that was acknowledged.
+func TestGracefulShutdown(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"g","initial_ctx":{"n":-1}}`)
+	const n = 300
+	for i := 0; i < n; i++ {
+		c.send("APPLY_EVENT", fmt.Sprintf(`{"instance_id":"g","event":"INC","payload":{"n":%d}}`, i))
+	}
+	c.flush()
+	time.Sleep(5 * time.Millisecond)
+	done := make(chan struct{})
+	go func() { ts.stop(); close(done) }()
+	acked := -1
+	for {
+		m, err := c.recv()
+		if err != nil {
+			break
+		}
+		if m.Status != "ok" {
+			t.Fatalf("reply during shutdown: %s", m.Raw)
+		}
+		acked++
+	}
+	<-done
+	ts.start()
+	c = ts.dial()
+	var got struct {
+		Ctx struct{ N int } `json:"ctx"`
+	}
+	json.Unmarshal(mustOK(t, c, "GET_INSTANCE", `{"instance_id":"g"}`), &got)
+	if got.Ctx.N < acked {
+		t.Errorf("acknowledged up to n=%d, recovered n=%d", acked, got.Ctx.N)
+	}
+	t.Logf("%d of %d pipelined requests answered before shutdown", acked+1, n)
+}
+
+// SIGTERM (like SIGINT) shuts a real server process down gracefully:
+// exit status 0, and what was acknowledged is there after a restart.
+func TestSIGTERMShutdown(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real processes")
+	}
+	dir := t.TempDir()
+	start := func() (*exec.Cmd, string) {
+		cmd := exec.Command(os.Args[0], "serve", "--bind", "127.0.0.1:0", "--data", dir)
+		cmd.Env = append(os.Environ(), "STMDB_TEST_SERVE=1")
+		stderr, _ := cmd.StderrPipe()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if i := strings.Index(sc.Text(), "addr="); i >= 0 && strings.Contains(sc.Text(), "listening") {
+				addr := strings.Fields(sc.Text()[i+5:])[0]
+				go func() {
+					for sc.Scan() {
+					}
+				}()
+				return cmd, addr
+			}
+		}
+		t.Fatal("server did not start")
+		return nil, ""
+	}
+	cmd, addr := start()
+	c, err := dialClient(addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"t","initial_ctx":{"n":1}}`)
+	c.close()
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
+	}
+	cmd, addr = start()
+	defer func() { cmd.Process.Signal(syscall.SIGTERM); cmd.Wait() }()
+	c, err = dialClient(addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	runSteps(t, c, []step{{op: "GET_INSTANCE", params: `{"instance_id":"t"}`,
+		want: `{"ctx":{"n":1},"created_at":"<int>","last_wal_offset":2,"machine":"ctr","state":"s","updated_at":"<int>","version":1}`}})
+}
