@@ -50,6 +50,9 @@ type server struct {
 	fatal func(error)
 }
 
+// slowFsync is when a group commit's fdatasync is worth a log line.
+const slowFsync = 500 * time.Millisecond
+
 // openServer recovers the state from the data directory.
 func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	if logger == nil {
@@ -81,12 +84,19 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	snapLSN := st.applied
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{
 		SegmentSize: cfg.SegmentSizeMB << 20, Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,
+		OnSync: func(d time.Duration, records int) {
+			s.metrics.fsync(d, records)
+			if d > slowFsync {
+				logger.Warn("slow fsync", "duration", d, "records", records)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
 	}
 	s.log = w
 	s.hub = newWatchHub(w)
+
 	if first := w.firstLSN(); first > snapLSN+1 {
 		w.close()
 		return nil, fmt.Errorf("the WAL starts at record %d but the newest snapshot (%q) covers only through %d: records are missing", first, snapPath, snapLSN)

@@ -138,6 +138,9 @@ type walOptions struct {
 	Policy      fsyncPolicy  // zero value = every_write
 	StartLSN    uint64       // the next LSN to use when the directory holds no record; 0 = 1
 	Logger      *slog.Logger // nil = discard
+	// OnSync observes every group commit: how long the fdatasync took and
+	// how many records it made durable (metrics, slow-fsync logging).
+	OnSync func(d time.Duration, records int)
 }
 
 type walRecord struct {
@@ -877,6 +880,7 @@ func (w *wal) commit() error {
 	}
 	target := w.next - 1
 	dirty, needFile := w.dirDirty, target > w.synced
+	prevSynced := w.synced
 	if !needFile && !dirty {
 		w.mu.Unlock()
 		return nil
@@ -895,8 +899,12 @@ func (w *wal) commit() error {
 	}
 	if err == nil && needFile {
 		op = "fdatasync " + filepath.Base(act.path)
+		start := time.Now()
 		err = fdatasync(act.fd)
 		w.fsyncs.Add(1)
+		if w.opts.OnSync != nil && err == nil {
+			w.opts.OnSync(time.Since(start), int(target-prevSynced))
+		}
 	}
 
 	w.mu.Lock()
