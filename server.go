@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -381,30 +380,36 @@ func (c *conn) writeLoop() {
 }
 
 // handle runs one request payload and returns the encoded response.
+// Malformed JSON closes the connection (after the error); an envelope that
+// is JSON but wrong is a BAD_REQUEST and the connection stays open.
 func (c *conn) handle(payload []byte) outMsg {
-	var env struct {
-		ID     json.RawMessage `json:"id"`
-		Op     json.RawMessage `json:"op"`
-		Params json.RawMessage `json:"params"`
-	}
-	if !json.Valid(payload) {
+	if !paramJSONValid(payload) {
 		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request is not valid JSON")), close: true}
 	}
-	if t := bytes.TrimSpace(payload); len(t) == 0 || t[0] != '{' {
+	if t := paramTrim(payload); t[0] != '{' {
 		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request must be a JSON object"))}
 	}
-	if err := json.Unmarshal(payload, &env); err != nil {
-		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "invalid request envelope: %v", err))}
+	var idRaw, opRaw, params []byte
+	sc, _ := scanObject(payload)
+	for sc.next() {
+		switch string(sc.key) {
+		case "id":
+			idRaw = sc.val
+		case "op":
+			opRaw = sc.val
+		case "params":
+			params = sc.val
+		}
 	}
-	var id string
-	if env.ID == nil || json.Unmarshal(env.ID, &id) != nil || isJSONNull(env.ID) {
+	id, err := parseJSONString(idRaw)
+	if idRaw == nil || err != nil {
 		return outMsg{buf: c.encodeError(nil, badParam("id", "request 'id' must be a string"))}
 	}
 	if len(id) > 256 {
 		return outMsg{buf: c.encodeError(nil, badParam("id", "request 'id' is %d bytes; the limit is 256", len(id)))}
 	}
-	var opName string
-	if env.Op == nil || json.Unmarshal(env.Op, &opName) != nil || isJSONNull(env.Op) {
+	opName, err := parseJSONString(opRaw)
+	if opRaw == nil || err != nil {
 		return outMsg{buf: c.encodeError(&id, badParam("op", "request 'op' must be a string"))}
 	}
 	op, ok := lookupOp(opName)
@@ -418,7 +423,7 @@ func (c *conn) handle(payload []byte) outMsg {
 	if c.s.cfg.AuthRequired && !c.authed && opTable[op].flags&flagPreAuth == 0 {
 		rerr = newError(codeUnauthorized, "authentication required: send AUTH before %s", opName)
 	} else {
-		r, rerr = c.s.dispatch(c, op, env.Params)
+		r, rerr = c.s.dispatch(c, op, params)
 	}
 	if rerr != nil {
 		c.s.metrics.request(opName, rerr.Code, time.Since(start))
