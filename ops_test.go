@@ -254,3 +254,18 @@ func sha256Hex(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return hex.EncodeToString(sum[:])
 }
+
+// With storage.allow_instance_recreate false, a deleted id stays taken,
+// across restarts and compaction.
+func TestNoInstanceRecreate(t *testing.T) {
+	ts := startServer(t, func(c *config) { c.AllowInstanceRecreate = false })
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"x"}`)
+	mustOK(t, c, "DELETE_INSTANCE", `{"instance_id":"x"}`)
+	again := step{op: "CREATE_INSTANCE", params: `{"machine":"ctr","version":1,"instance_id":"x"}`, code: codeInstanceExists, messageHas: "allow_instance_recreate"}
+	runSteps(t, c, []step{again})
+	mustOK(t, c, "COMPACT", `{}`)
+	ts.restart()
+	runSteps(t, ts.dial(), []step{again})
+}

@@ -80,6 +80,11 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		return nil, fmt.Errorf("loading snapshot: %w", err)
 	}
 	s.st = st
+	if cfg.AllowInstanceRecreate {
+		st.tombstones = nil
+	} else if st.tombstones == nil {
+		st.tombstones = map[string]struct{}{}
+	}
 	snapLSN := st.applied
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{
 		SegmentSize: cfg.SegmentSizeMB << 20, Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,

@@ -42,10 +42,11 @@ var snapCRC = crc32.MakeTable(crc32.Castagnoli)
 // and written out without it. ctx slices are shared: they are never
 // modified in place, only replaced.
 type snapImage struct {
-	lsn       uint64
-	machines  []*machineVersion
-	instances []instance
-	idem      []snapIdem
+	lsn        uint64
+	tombstones []string
+	machines   []*machineVersion
+	instances  []instance
+	idem       []snapIdem
 }
 
 type snapIdem struct {
@@ -66,6 +67,9 @@ func (st *state) capture() *snapImage {
 	}
 	for k, e := range st.idem {
 		img.idem = append(img.idem, snapIdem{k, *e})
+	}
+	for id := range st.tombstones {
+		img.tombstones = append(img.tombstones, id)
 	}
 	return img
 }
@@ -134,6 +138,10 @@ func (img *snapImage) encode(w io.Writer) (int64, error) {
 		e.uint(it.e.lsn)
 		e.uint(uint64(it.e.expires))
 		e.bytes(it.e.result)
+	}
+	e.uint(uint64(len(img.tombstones)))
+	for _, id := range img.tombstones {
+		e.str(id)
 	}
 	var trailer [4]byte
 	binary.LittleEndian.PutUint32(trailer[:], e.crc)
@@ -253,6 +261,15 @@ func decodeSnapshot(data []byte, idemTTL int64) (*state, error) {
 		e := &idemEntry{hash: d.str(), lsn: d.uint(), expires: int64(d.uint()), result: bytes.Clone(d.bytes())}
 		if d.err == nil {
 			st.idem[k] = e
+		}
+	}
+	for n := d.count(1); n > 0 && d.err == nil; n-- {
+		id := d.str()
+		if d.err == nil {
+			if st.tombstones == nil {
+				st.tombstones = map[string]struct{}{}
+			}
+			st.tombstones[id] = struct{}{}
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {

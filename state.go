@@ -92,6 +92,11 @@ type state struct {
 	applied   uint64 // LSN of the last applied record
 	idemTTL   int64  // ms
 
+	// tombstones holds deleted instance ids while
+	// storage.allow_instance_recreate is false (nil otherwise), so their ids
+	// cannot be created again.
+	tombstones map[string]struct{}
+
 	// undo, when set, collects what apply overwrites so an atomic batch can
 	// roll back. Only the batch handler sets it, under mu.
 	undo *undoLog
@@ -133,6 +138,9 @@ func (s *state) apply(r *record) {
 			panic(fmt.Sprintf("apply: create of %q references unknown machine %s v%d", r.InstanceID, r.Machine, r.Version))
 		}
 		s.saveUndo(r.InstanceID)
+		if s.tombstones != nil {
+			delete(s.tombstones, r.InstanceID)
+		}
 		s.instances[r.InstanceID] = &instance{
 			id: r.InstanceID, mv: mv, state: mv.states[r.InitialState], ctx: ctxOrEmpty(r.InitialCtx),
 			lastLSN: r.lsn, createdAt: r.Time, updatedAt: r.Time,
@@ -151,6 +159,12 @@ func (s *state) apply(r *record) {
 	case recDeleteInstance:
 		s.saveUndo(r.InstanceID)
 		delete(s.instances, r.InstanceID)
+		if s.tombstones != nil {
+			if s.undo != nil {
+				s.undo.tombstones = append(s.undo.tombstones, r.InstanceID)
+			}
+			s.tombstones[r.InstanceID] = struct{}{}
+		}
 	case recBatch:
 		for _, op := range r.Ops {
 			op.lsn, op.Time = r.lsn, r.Time
@@ -161,6 +175,9 @@ func (s *state) apply(r *record) {
 		s.machines = map[string]map[uint32]*machineVersion{}
 		s.instances = map[string]*instance{}
 		s.idem = map[idemKey]*idemEntry{}
+		if s.tombstones != nil {
+			s.tombstones = map[string]struct{}{}
+		}
 	}
 	if r.IdemKey != "" {
 		k := idemKey{r.typ, r.IdemKey}
@@ -195,9 +212,10 @@ func recTypeOf(name string) uint8 {
 // undoLog remembers the first prior value of everything an atomic batch
 // touched (nil: it did not exist).
 type undoLog struct {
-	inst    map[string]*instance
-	idem    map[idemKey]*idemEntry
-	applied uint64
+	inst       map[string]*instance
+	idem       map[idemKey]*idemEntry
+	tombstones []string // added by the batch
+	applied    uint64
 }
 
 func (s *state) saveUndo(id string) {
@@ -238,6 +256,9 @@ func (s *state) rollback() {
 		} else {
 			s.idem[k] = prev
 		}
+	}
+	for _, id := range u.tombstones {
+		delete(s.tombstones, id)
 	}
 	s.applied = u.applied
 }
