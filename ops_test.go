@@ -248,6 +248,14 @@ func TestIdempotency(t *testing.T) {
 	// After the TTL a key is forgotten: the delete retry now finds nothing.
 	ts.srv.skewMS.Store((ts.cfg.IdempotencyTTL + time.Minute).Milliseconds())
 	runSteps(t, c, []step{{op: "DELETE_INSTANCE", params: del, code: codeInstanceNotFound}})
+	// Compaction drops expired keys from memory and from the snapshot.
+	mustOK(t, c, "COMPACT", `{}`)
+	ts.srv.st.mu.RLock()
+	left := len(ts.srv.st.idem)
+	ts.srv.st.mu.RUnlock()
+	if left != 0 {
+		t.Errorf("%d expired idempotency keys kept after compaction", left)
+	}
 }
 
 func sha256Hex(s string) string {

@@ -369,6 +369,11 @@ func (s *server) compact() (compactResult, error) {
 	s.compactMu.Lock()
 	defer s.compactMu.Unlock()
 	var res compactResult
+	// Expired idempotency keys are dropped here, so they neither fill memory
+	// nor reach the snapshot.
+	s.st.mu.Lock()
+	s.st.pruneIdem(s.now())
+	s.st.mu.Unlock()
 	s.st.mu.RLock()
 	img := s.st.capture()
 	s.st.mu.RUnlock()

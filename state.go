@@ -272,6 +272,15 @@ func (s *state) idemLookup(typ uint8, key string, now int64) *idemEntry {
 	return e
 }
 
+// pruneIdem forgets idempotency keys that expired before now.
+func (s *state) pruneIdem(now int64) {
+	for k, e := range s.idem {
+		if e.expires <= now {
+			delete(s.idem, k)
+		}
+	}
+}
+
 // sortedInstanceIDs returns the ids of instances matching the filters, in
 // byte order (LIST_INSTANCES pages over this order).
 func (s *state) sortedInstanceIDs(machine, st *string) []string {
