@@ -105,6 +105,16 @@ func cmdServe(args []string, stderr io.Writer) int {
 		s.close()
 		return 1
 	}
+	if cfg.MetricsEnabled {
+		mln, err := net.Listen("tcp", cfg.MetricsBind)
+		if err != nil {
+			fmt.Fprintf(stderr, "stmdb: metrics.bind_addr: %v\n", err)
+			s.close()
+			return 1
+		}
+		logger.Info("metrics listening", "addr", mln.Addr().String())
+		go s.serveMetrics(mln)
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "data", cfg.DataDir, "fsync", cfg.Fsync.Kind)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -156,6 +157,36 @@ func replayInto(st *state, w *wal, after uint64) (n int, err error) {
 
 // now is the server's clock in Unix ms: record timestamps and TTLs.
 func (s *server) now() int64 { return time.Now().UnixMilli() + s.skewMS.Load() }
+
+// metricsSnapshot reads the gauges a scrape reports, so none is stale.
+func (s *server) metricsSnapshot() metricsSnapshot {
+	s.st.mu.RLock()
+	inst := len(s.st.instances)
+	machines := 0
+	for _, vs := range s.st.machines {
+		machines += len(vs)
+	}
+	s.st.mu.RUnlock()
+	ws := s.log.stats()
+	return metricsSnapshot{
+		Instances: uint64(inst), Machines: uint64(machines),
+		WalEntries: ws.EntryCount, WalSegments: ws.SegmentCount, WalSizeBytes: uint64(ws.TotalSizeBytes),
+		WalBytesWritten: ws.BytesWritten, WalBytesRead: ws.BytesRead, WalWrites: ws.Writes, WalReads: ws.Reads,
+		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN,
+	}
+}
+
+// serveMetrics serves /metrics, /health and /healthz on ln until close.
+func (s *server) serveMetrics(ln net.Listener) {
+	hs := &http.Server{Handler: s.metrics.handler(s.metricsSnapshot), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		<-s.stop
+		hs.Close()
+	}()
+	if err := hs.Serve(ln); err != nil && err != http.ErrServerClosed {
+		s.logger.Error("metrics listener failed", "err", err)
+	}
+}
 
 // serve accepts connections until close.
 func (s *server) serve(ln net.Listener) error {
