@@ -135,41 +135,95 @@ func canonValue(dst []byte, v any) []byte {
 
 // ctxMerge returns ctx with every top-level key of payload overwritten
 // (a shallow merge; nested objects are replaced whole, null sets a key to
-// null). Both are JSON objects already validated by the decoder. The result
-// is canonical (sorted keys, compact), so equal contexts are equal bytes.
+// null). Both are JSON objects already validated by the decoder. It works
+// on the bytes: members keep their order (new keys are appended), values
+// are copied compacted, and a key repeated in ctx keeps only its last
+// value, so the result is compact, valid and deterministic.
 func ctxMerge(ctx, payload []byte) []byte {
-	if len(payload) == 0 || bytes.Equal(payload, []byte("{}")) {
+	if len(payload) == 0 {
 		return ctx
 	}
-	m := map[string]json.RawMessage{}
-	if len(ctx) > 0 {
-		if err := json.Unmarshal(ctx, &m); err != nil {
-			panic("ctxMerge: stored ctx is not an object: " + err.Error())
+	type member struct{ key, val []byte }
+	var buf [16]member
+	members := buf[:0]
+	var index map[string]int // built once objects get big
+	add := func(key, val []byte) {
+		if index == nil && len(members) > 16 {
+			index = make(map[string]int, 2*len(members))
+			for i, m := range members {
+				index[string(m.key)] = i
+			}
+		}
+		if index != nil {
+			if i, ok := index[string(key)]; ok {
+				members[i].val = val
+				return
+			}
+			index[string(key)] = len(members)
+		} else {
+			for i := range members {
+				if string(members[i].key) == string(key) {
+					members[i].val = val
+					return
+				}
+			}
+		}
+		members = append(members, member{key, val})
+	}
+	for _, obj := range [][]byte{ctx, payload} {
+		sc, err := scanObject(obj)
+		if err != nil {
+			panic("ctxMerge: not an object: " + err.Message)
+		}
+		for sc.next() {
+			// Keys alias obj unless they had escapes; either way they
+			// outlive the scanner.
+			add(sc.key, sc.val)
+		}
+		if sc.err != nil {
+			panic("ctxMerge: invalid JSON passed validation: " + sc.err.Message)
 		}
 	}
-	var p map[string]json.RawMessage
-	if err := json.Unmarshal(payload, &p); err != nil {
-		panic("ctxMerge: payload is not an object: " + err.Error())
+	if len(members) == 0 && len(ctx) > 0 && string(ctx) == "{}" {
+		return ctx
 	}
-	for k, v := range p {
-		m[k] = v
-	}
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
 	out := make([]byte, 0, len(ctx)+len(payload))
 	out = append(out, '{')
-	for i, k := range keys {
+	for i, m := range members {
 		if i > 0 {
 			out = append(out, ',')
 		}
-		out = encAppendString(out, k)
+		out = encAppendString(out, string(m.key))
 		out = append(out, ':')
-		out, _ = canonAppend(out, m[k])
+		out = ctxAppendCompact(out, m.val)
 	}
 	return append(out, '}')
+}
+
+// ctxAppendCompact appends a valid JSON value without insignificant
+// whitespace.
+func ctxAppendCompact(dst, v []byte) []byte {
+	inStr := false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case inStr:
+			dst = append(dst, c)
+			if c == '\\' && i+1 < len(v) {
+				i++
+				dst = append(dst, v[i])
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+			dst = append(dst, c)
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
 }
 
 // ctxCanonical returns the canonical form of a validated JSON object, or

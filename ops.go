@@ -148,7 +148,8 @@ func (s *server) readLSN() uint64 { return s.log.lastLSN() }
 // commit appends r to the WAL and applies it. Caller holds st.mu.
 func (s *server) commit(r *record) *rcpError {
 	r.Type = recTypeNames[r.typ]
-	lsn, err := s.log.append(r.typ, encMarshal(r))
+	s.recBuf = appendRecord(s.recBuf[:0], r)
+	lsn, err := s.log.append(r.typ, s.recBuf)
 	if err != nil {
 		return newError(codeWALIOError, "write-ahead log append failed: %v", err)
 	}
@@ -314,7 +315,7 @@ func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpE
 		return prepared{}, s.machineNotFound(p.Machine, p.Version)
 	}
 	r := &record{typ: recCreateInstance, Time: now, Machine: p.Machine, Version: p.Version, InstanceID: id,
-		InitialState: mv.initial, InitialCtx: ctxCanonical(p.InitialCtx)}
+		InitialState: mv.initial, InitialCtx: ctxMerge(nil, p.InitialCtx)}
 	if p.IdempotencyKey != nil {
 		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash
 	}
@@ -362,7 +363,7 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 			with("instance_id", p.InstanceID).with("current_state", inst.state).with("event", p.Event)
 	}
 	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Machine: inst.mv.name, Version: inst.mv.version, Event: p.Event, FromState: inst.state, ToState: to,
-		Payload: ctxCanonical(p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
+		Payload: ctxMerge(nil, p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
 	if p.IdempotencyKey != nil {
 		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash
 	}
@@ -586,7 +587,8 @@ func (s *server) handleBatch(c *conn, p *BatchParams) (reply, *rcpError) {
 	}
 	if len(members) > 0 {
 		br := &record{Type: recTypeNames[recBatch], typ: recBatch, Time: now, Ops: members}
-		got, err := s.log.append(recBatch, encMarshal(br))
+		s.recBuf = appendRecord(s.recBuf[:0], br)
+		got, err := s.log.append(recBatch, s.recBuf)
 		if err != nil {
 			s.st.rollback()
 			return reply{}, newError(codeWALIOError, "write-ahead log append failed: %v", err)
@@ -617,15 +619,24 @@ func (s *server) handleWalRead(c *conn, p *WalReadParams) (reply, *rcpError) {
 	recs := make([]rec, 0, min(int(p.Limit), 128))
 	size := 0
 	next := p.FromOffset
+	var decodeErr error
 	err := s.log.read(from, func(r walRecord) bool {
 		if len(recs) >= int(p.Limit) || size+len(r.Payload)+64 > walReadBudget {
 			return false
 		}
-		recs = append(recs, rec{bytes.Clone(r.Payload), r.LSN, r.LSN})
+		dr, err := decodeRecord(r.Type, r.Payload)
+		if err != nil {
+			decodeErr = fmt.Errorf("record %d: %v", r.LSN, err)
+			return false
+		}
+		recs = append(recs, rec{encMarshal(dr), r.LSN, r.LSN})
 		size += len(r.Payload) + 64
 		next = r.LSN + 1
 		return true
 	})
+	if err == nil {
+		err = decodeErr
+	}
 	if err != nil {
 		return reply{}, newError(codeWALIOError, "reading the write-ahead log failed: %v", err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -48,6 +47,8 @@ type server struct {
 	// fatal is called when the WAL fails in a way that cannot be recovered
 	// from in-process (a failed fsync). The default logs and exits non-zero.
 	fatal func(error)
+
+	recBuf []byte // record encoding buffer; guarded by st.mu
 }
 
 // slowFsync is when a group commit's fdatasync is worth a log line.
@@ -139,12 +140,12 @@ func replayInto(st *state, w *wal, after uint64) (n int, err error) {
 	var decodeErr error
 	err = w.read(after+1, func(wr walRecord) bool {
 		cur = wr.LSN
-		r := new(record)
-		if e := json.Unmarshal(wr.Payload, r); e != nil {
+		r, e := decodeRecord(wr.Type, wr.Payload)
+		if e != nil {
 			decodeErr = fmt.Errorf("record %d: undecodable payload: %v", wr.LSN, e)
 			return false
 		}
-		r.typ, r.lsn = wr.Type, wr.LSN
+		r.lsn = wr.LSN
 		st.apply(r)
 		n++
 		return true

@@ -24,9 +24,9 @@ var recTypeNames = map[uint8]string{
 }
 
 // record is one change to the state. It carries the post-state of what it
-// changes (never a "re-run this" instruction), so replay needs no guards and
-// is idempotent per instance. Its JSON form is the WAL payload and, as is,
-// the WAL_READ entry.
+// changes (never a "re-run this" instruction), so replay needs no guards.
+// In the WAL it is stored in the binary form of record.go; its JSON form
+// (these struct tags) is the WAL_READ entry.
 type record struct {
 	Type     string          `json:"type"`
 	Time     int64           `json:"ts"` // Unix ms when written: created_at/updated_at come from here
@@ -168,7 +168,6 @@ func (s *state) apply(r *record) {
 	case recBatch:
 		for _, op := range r.Ops {
 			op.lsn, op.Time = r.lsn, r.Time
-			op.typ = recTypeOf(op.Type)
 			s.apply(op)
 		}
 	case recFlushAll:
@@ -198,15 +197,6 @@ func ctxOrEmpty(ctx []byte) []byte {
 		return []byte("{}")
 	}
 	return ctx
-}
-
-func recTypeOf(name string) uint8 {
-	for t, n := range recTypeNames {
-		if n == name {
-			return t
-		}
-	}
-	return 0
 }
 
 // undoLog remembers the first prior value of everything an atomic batch

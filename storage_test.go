@@ -34,7 +34,7 @@ func TestCompactAndRecover(t *testing.T) {
 	ts := startServer(t, func(c *config) { c.CompactEnabled = false })
 	c := ts.dial()
 	mustOK(t, c, "PUT_MACHINE", ctrMachine)
-	fill(t, c, "a", 10, 6000) // ~2.5 MB of records: several 1 MiB segments
+	fill(t, c, "a", 10, 9000) // ~3 MB of records: several 1 MiB segments
 	before := ts.srv.log.stats()
 	if before.SegmentCount < 3 {
 		t.Fatalf("want several segments before compaction, have %d", before.SegmentCount)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync"
@@ -97,16 +96,16 @@ func recordEvents(lsn uint64, typ uint8, payload []byte) ([]*watchEvent, error) 
 	if typ != recApplyEvent && typ != recBatch {
 		return nil, nil
 	}
-	var r record
-	if err := json.Unmarshal(payload, &r); err != nil {
+	r, err := decodeRecord(typ, payload)
+	if err != nil {
 		return nil, fmt.Errorf("record %d: %v", lsn, err)
 	}
 	if typ == recApplyEvent {
-		return []*watchEvent{renderEvent(lsn, &r)}, nil
+		return []*watchEvent{renderEvent(lsn, r)}, nil
 	}
 	var evs []*watchEvent
 	for _, op := range r.Ops {
-		if op.Type == recTypeNames[recApplyEvent] {
+		if op.typ == recApplyEvent {
 			evs = append(evs, renderEvent(lsn, op))
 		}
 	}
