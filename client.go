@@ -2,9 +2,12 @@ package main
 
 import (
 	"bufio"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 )
@@ -127,4 +130,88 @@ func (c *client) call(op string, params any) (*message, error) {
 func (c *client) setMode(m wireMode) {
 	c.mode = m
 	c.fr.setMode(m)
+}
+
+// dialOptions configure dialClientOpts: TLS and a bearer token.
+type dialOptions struct {
+	Timeout time.Duration // dial (and TLS handshake) timeout; 0 means 5s
+	TLS     *tls.Config   // non-nil: connect with TLS
+	Token   string        // non-empty: send AUTH bearer right after connecting
+}
+
+// dialClientOpts connects to addr, with TLS when o.TLS is set, and
+// authenticates with o.Token when given. A refused AUTH is returned as an
+// *rcpError carrying the server's code, message and details.
+func dialClientOpts(addr string, o dialOptions) (*client, error) {
+	timeout := o.Timeout
+	if timeout == 0 {
+		timeout = 5 * time.Second
+	}
+	d := &net.Dialer{Timeout: timeout}
+	var nc net.Conn
+	var err error
+	if o.TLS != nil {
+		nc, err = tls.DialWithDialer(d, "tcp", addr, o.TLS)
+	} else {
+		nc, err = d.Dial("tcp", addr)
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := newClient(nc)
+	if o.Token != "" {
+		m, err := c.call("AUTH", map[string]string{"method": "bearer", "token": o.Token})
+		if err != nil {
+			c.close()
+			return nil, fmt.Errorf("AUTH: %w", err)
+		}
+		if e := m.rcpErr(); e != nil {
+			c.close()
+			return nil, e
+		}
+	}
+	return c, nil
+}
+
+// rcpErr returns an error response as an *rcpError, or nil for success.
+func (m *message) rcpErr() *rcpError {
+	if m.Status == "ok" {
+		return nil
+	}
+	if m.Error == nil {
+		return &rcpError{Code: codeInternalError, Message: "error response without an error object"}
+	}
+	return &rcpError{Code: m.Error.Code, Message: m.Error.Message, Details: m.Error.Details}
+}
+
+// clientTLSConfig builds a TLS configuration for a client: caFile adds
+// trusted roots (PEM), certFile and keyFile a client certificate, insecure
+// skips server verification. serverName defaults to addr's host.
+func clientTLSConfig(addr, caFile, certFile, keyFile string, insecure bool) (*tls.Config, error) {
+	cfg := &tls.Config{InsecureSkipVerify: insecure, MinVersion: tls.VersionTLS12}
+	if host, _, err := net.SplitHostPort(addr); err == nil {
+		cfg.ServerName = host
+	}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%s: no PEM certificates found", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" || keyFile != "" {
+		if certFile == "" || keyFile == "" {
+			return nil, fmt.Errorf("a client certificate needs both a certificate and a key file")
+		}
+		cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			return nil, err
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg, nil
 }

@@ -43,6 +43,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		usage(stdout)
 		return 0
 	}
+	if code, ok := cliMain(args, stdout, stderr); ok {
+		return code
+	}
 	fmt.Fprintf(stderr, "stmdb: unknown command %q\n", args[0])
 	usage(stderr)
 	return 2
@@ -56,7 +59,9 @@ commands:
   wal verify     check every WAL record without changing anything
   wal repair     truncate the WAL at its first bad record
   version        print the version
+
 `)
+	cliUsage(w)
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
