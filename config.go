@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"math"
 	"net"
 	"os"
@@ -122,7 +121,7 @@ var settings = []setting{
 		usage: "close a connection after this long with no traffic",
 		field: func(c *config) any { return &c.IdleTimeout }},
 	{key: "network.max_connections", env: "RSTMDB_MAX_CONNECTIONS", flag: "max-connections", meta: "N", min: 1, max: math.MaxInt32,
-		usage: "connections accepted at once; more are dropped",
+		usage: "connections accepted at once; more get RATE_LIMITED and are closed",
 		field: func(c *config) any { return &c.MaxConnections }},
 
 	{key: "storage.data_dir", env: "RSTMDB_DATA", flag: "data", meta: "DIR",
@@ -842,25 +841,6 @@ func checkReadable(path string) error {
 		return fmt.Errorf("%s is a directory", path)
 	}
 	return nil
-}
-
-// newLogger builds the server's logger from logging.level and
-// logging.format.
-func (c config) newLogger(w io.Writer) *slog.Logger {
-	var level slog.Level
-	switch c.LogLevel {
-	case "debug":
-		level = slog.LevelDebug
-	case "warn":
-		level = slog.LevelWarn
-	case "error":
-		level = slog.LevelError
-	}
-	opts := &slog.HandlerOptions{Level: level}
-	if c.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }
 
 // printServeHelp lists every setting with its flag, YAML key, variable,

@@ -2,11 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"flag"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -614,23 +612,5 @@ func TestSettingsTable(t *testing.T) {
 	// 28 exported fields in config; compactTick is deliberately not settable.
 	if len(settings) != 28 {
 		t.Errorf("%d settings, want 28 (one per exported config field)", len(settings))
-	}
-}
-
-func TestConfigLogger(t *testing.T) {
-	var buf bytes.Buffer
-	c := defaultConfig()
-	c.LogLevel, c.LogFormat = "warn", "json"
-	l := c.newLogger(&buf)
-	if l.Enabled(context.Background(), slog.LevelInfo) || !l.Enabled(context.Background(), slog.LevelWarn) {
-		t.Errorf("level warn not applied")
-	}
-	l.Warn("hello")
-	if !strings.HasPrefix(buf.String(), "{") {
-		t.Errorf("json format not applied: %q", buf.String())
-	}
-	c = defaultConfig()
-	if l := c.newLogger(io.Discard); l.Enabled(context.Background(), slog.LevelDebug) || !l.Enabled(context.Background(), slog.LevelInfo) {
-		t.Errorf("default level is not info")
 	}
 }

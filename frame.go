@@ -78,6 +78,7 @@ func (m wireMode) String() string {
 // frameReader reads request payloads from a connection with one reusable
 // buffer. The unread bytes are buf[rpos:wpos]; len(buf) == cap(buf).
 type frameReader struct {
+	limit   int // 0: maxPayload
 	r       io.Reader
 	buf     []byte
 	rpos    int
@@ -157,8 +158,8 @@ func (fr *frameReader) nextFrame() ([]byte, error) {
 	}
 	extLen := int(binary.BigEndian.Uint16(h[8:10]))
 	payloadLen := binary.BigEndian.Uint32(h[10:14])
-	if payloadLen > maxPayload {
-		return nil, newError(codeBadRequest, "frame payload of %d bytes exceeds the %d-byte limit", payloadLen, maxPayload)
+	if int64(payloadLen) > int64(fr.maxLen()) {
+		return nil, newError(codeBadRequest, "frame payload of %d bytes exceeds the %d-byte limit", payloadLen, fr.maxLen())
 	}
 	sum := binary.BigEndian.Uint32(h[14:18])
 	// At most frameMaxBuf: no overflow, even with a 32-bit int.
@@ -198,7 +199,7 @@ func (fr *frameReader) nextLine() ([]byte, error) {
 		if len(line) > 0 && line[len(line)-1] == '\r' {
 			line = line[:len(line)-1]
 		}
-		if len(line) > maxPayload {
+		if len(line) > fr.maxLen() {
 			return nil, fr.lineTooLong()
 		}
 		// Further trailing CRs are JSON whitespace; dropping them keeps
@@ -218,7 +219,22 @@ func (fr *frameReader) nextLine() ([]byte, error) {
 }
 
 func (fr *frameReader) lineTooLong() error {
-	return newError(codeBadRequest, "JSONL line exceeds the %d-byte limit", maxPayload)
+	return newError(codeBadRequest, "JSONL line exceeds the %d-byte limit", fr.maxLen())
+}
+
+// setLimit lowers the largest payload accepted (limits.max_frame_bytes);
+// it never raises it above maxPayload.
+func (fr *frameReader) setLimit(n int) {
+	if n > 0 && n < maxPayload {
+		fr.limit = n
+	}
+}
+
+func (fr *frameReader) maxLen() int {
+	if fr.limit > 0 {
+		return fr.limit
+	}
+	return maxPayload
 }
 
 // consume drops n bytes from the front of the unread data.

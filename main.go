@@ -4,13 +4,14 @@
 //
 // Usage:
 //
-//	stmdb serve [--bind ADDR] [--data DIR] [--fsync-policy P]
+//	stmdb serve [--config FILE] [--bind ADDR] [--data DIR] [--fsync-policy P] ... (stmdb serve --help)
 //	stmdb wal verify|repair [--data DIR]
 //	stmdb version
 package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -65,32 +66,11 @@ commands:
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
-	cfg := defaultConfig()
-	if err := cfg.applyEnv(os.Getenv); err != nil {
-		fmt.Fprintf(stderr, "stmdb: %v\n", err)
-		return 2
+	cfg, err := loadConfig(args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Bind, "bind", cfg.Bind, "address to listen on (env RSTMDB_BIND)")
-	fs.StringVar(&cfg.DataDir, "data", cfg.DataDir, "data directory (env RSTMDB_DATA)")
-	fsync := fs.String("fsync-policy", "", "every_write, never, every_n:N or every_ms:N (env RSTMDB_FSYNC_POLICY)")
-	fs.BoolVar(&cfg.AllowFlushAll, "allow-flush-all", cfg.AllowFlushAll, "allow FLUSH_ALL (env RSTMDB_ALLOW_FLUSH_ALL)")
-	if err := fs.Parse(args); err != nil {
-		if err == flag.ErrHelp {
-			return 0
-		}
-		return 2
-	}
-	if *fsync != "" {
-		p, err := parseFsyncPolicy(*fsync)
-		if err != nil {
-			fmt.Fprintf(stderr, "stmdb: --fsync-policy: %v\n", err)
-			return 2
-		}
-		cfg.Fsync = p
-	}
-	if err := cfg.validate(); err != nil {
+	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		return 2
 	}

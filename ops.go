@@ -137,7 +137,15 @@ func (s *server) handleInfo(c *conn, p *InfoParams) (reply, *rcpError) {
 		ProtocolVersion int      `json:"protocol_version"`
 		ServerName      string   `json:"server_name"`
 		ServerVersion   string   `json:"server_version"`
-	}{serverFeatures, s.cfg.MaxBatchOps, maxPayload, protocolVersion, serverName, serverVersion}), lsn: s.readLSN()}, nil
+	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), protocolVersion, serverName, serverVersion}), lsn: s.readLSN()}, nil
+}
+
+// frameLimit is the largest request payload this server accepts.
+func (s *server) frameLimit() int {
+	if n := s.cfg.MaxFrameBytes; n > 0 && n < maxPayload {
+		return n
+	}
+	return maxPayload
 }
 
 // readLSN is the newest record a read may have observed: a read's answer

@@ -270,6 +270,12 @@ func TestConnectionLimits(t *testing.T) {
 }
 
 func TestRequestLimits(t *testing.T) {
+	small := startServer(t, func(c *config) { c.MaxFrameBytes = 4096 })
+	runSteps(t, small.dial(), []step{{op: "INFO", want: `{"features":"<any>","max_batch_ops":100,"max_frame_bytes":4096,"protocol_version":1,"server_name":"stmdb","server_version":"<any>"}`}})
+	msgs, closed := rawSend(t, small, appendFrame(nil, modeBinary, []byte(`{"id":"1","op":"PING","params":{"pad":"`+strings.Repeat("p", 5000)+`"}}`)))
+	if len(msgs) != 1 || msgs[0].Error == nil || !strings.Contains(msgs[0].Error.Message, "4096") || !closed {
+		t.Errorf("frame over limits.max_frame_bytes: %v closed=%v", msgs, closed)
+	}
 	ts := startServer(t, nil)
 	c := ts.dial()
 	// A request id over 256 bytes, a batch over max_batch_ops: BAD_REQUEST,
@@ -286,7 +292,7 @@ func TestRequestLimits(t *testing.T) {
 	// The length is refused from the header, before any payload is read.
 	hdr := frameWithHeader("RCPX", 1, 0, nil, 0)
 	binary.BigEndian.PutUint32(hdr[10:], maxPayload+1)
-	msgs, closed := rawSend(t, ts, hdr)
+	msgs, closed = rawSend(t, ts, hdr)
 	if len(msgs) != 1 || msgs[0].Error == nil || msgs[0].Error.Code != codeBadRequest || !closed {
 		t.Errorf("oversized frame: %v closed=%v", msgs, closed)
 	}

@@ -325,6 +325,7 @@ type outMsg struct {
 func (s *server) newConn(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fr: newFrameReader(nc),
 		out: make(chan outMsg, 256), quit: make(chan struct{})}
+	c.fr.setLimit(s.cfg.MaxFrameBytes)
 	c.lastActivity.Store(time.Now().UnixNano())
 	return c
 }
