@@ -35,6 +35,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "serve":
 		return cmdServe(args[1:], stderr)
+	case "bench":
+		return benchMain(args[1:], stdout, stderr)
 	case "wal":
 		return cmdWAL(args[1:], stdout, stderr)
 	case "version", "--version":

@@ -39,13 +39,13 @@ const (
 var snapCRC = crc32.MakeTable(crc32.Castagnoli)
 
 // snapImage is a consistent copy of the state, taken under the read lock
-// and written out without it. ctx slices are shared: they are never
-// modified in place, only replaced.
+// and written out without it. Instances are shared, not copied: apply
+// never modifies one in place, it replaces it (copy on write).
 type snapImage struct {
 	lsn        uint64
 	tombstones []string
 	machines   []*machineVersion
-	instances  []instance
+	instances  []*instance
 	idem       []snapIdem
 }
 
@@ -56,14 +56,14 @@ type snapIdem struct {
 
 // capture copies the state. Caller holds st.mu (read).
 func (st *state) capture() *snapImage {
-	img := &snapImage{lsn: st.applied, instances: make([]instance, 0, len(st.instances))}
+	img := &snapImage{lsn: st.applied, instances: make([]*instance, 0, len(st.instances))}
 	for _, vs := range st.machines {
 		for _, mv := range vs {
 			img.machines = append(img.machines, mv)
 		}
 	}
 	for _, in := range st.instances {
-		img.instances = append(img.instances, *in)
+		img.instances = append(img.instances, in)
 	}
 	for k, e := range st.idem {
 		img.idem = append(img.idem, snapIdem{k, *e})
@@ -118,8 +118,7 @@ func (img *snapImage) encode(w io.Writer) (int64, error) {
 		e.uint(mv.lsn)
 	}
 	e.uint(uint64(len(img.instances)))
-	for i := range img.instances {
-		in := &img.instances[i]
+	for _, in := range img.instances {
 		e.str(in.id)
 		e.str(in.mv.name)
 		e.uint(uint64(in.mv.version))

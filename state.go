@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"sort"
+	"strconv"
 	"sync"
 )
 
@@ -55,7 +56,8 @@ type record struct {
 	mv  *machineVersion // compiled definition (put_machine), set before apply
 }
 
-// instance is one state machine instance. ctx is canonical compact JSON.
+// instance is one state machine instance; ctx is compact JSON. Once in
+// state.instances an instance is never modified: apply replaces it.
 type instance struct {
 	id          string
 	mv          *machineVersion
@@ -151,11 +153,15 @@ func (s *state) apply(r *record) {
 			panic(fmt.Sprintf("apply: event on unknown instance %q at lsn %d", r.InstanceID, r.lsn))
 		}
 		s.saveUndo(r.InstanceID)
-		inst.state = inst.mv.states[r.ToState]
-		inst.ctx = ctxOrEmpty(r.Ctx)
-		inst.lastEventID = r.EventID
-		inst.lastLSN = r.lsn
-		inst.updatedAt = r.Time
+		// Copy on write: an instance struct is never modified once it is
+		// in the map, so snapshots can hold pointers without the lock.
+		next := *inst
+		next.state = inst.mv.states[r.ToState]
+		next.ctx = ctxOrEmpty(r.Ctx)
+		next.lastEventID = r.EventID
+		next.lastLSN = r.lsn
+		next.updatedAt = r.Time
+		s.instances[r.InstanceID] = &next
 	case recDeleteInstance:
 		s.saveUndo(r.InstanceID)
 		delete(s.instances, r.InstanceID)
@@ -215,12 +221,7 @@ func (s *state) saveUndo(id string) {
 	if _, seen := s.undo.inst[id]; seen {
 		return
 	}
-	var prev *instance
-	if cur := s.instances[id]; cur != nil {
-		cp := *cur
-		prev = &cp
-	}
-	s.undo.inst[id] = prev
+	s.undo.inst[id] = s.instances[id] // instances are immutable: the pointer is enough
 }
 
 func (s *state) beginUndo() {
@@ -234,8 +235,6 @@ func (s *state) rollback() {
 	for id, prev := range u.inst {
 		if prev == nil {
 			delete(s.instances, id)
-		} else if cur := s.instances[id]; cur != nil {
-			*cur = *prev
 		} else {
 			s.instances[id] = prev
 		}
@@ -320,11 +319,39 @@ func replayResult(r *record) []byte { return renderResult(r, false) }
 func renderResult(r *record, applied bool) []byte {
 	switch r.typ {
 	case recCreateInstance:
-		return encMarshal(createResult{r.InstanceID, r.InitialState, r.lsn})
+		p := make([]byte, 0, 64+len(r.InstanceID)+len(r.InitialState))
+		p = append(p, `{"instance_id":`...)
+		p = encAppendString(p, r.InstanceID)
+		p = append(p, `,"state":`...)
+		p = encAppendString(p, r.InitialState)
+		p = append(p, `,"wal_offset":`...)
+		p = strconv.AppendUint(p, r.lsn, 10)
+		return append(p, '}')
 	case recApplyEvent:
-		return encMarshal(applyResult{applied, ctxOrEmpty(r.Ctx), r.EventID, r.FromState, r.ToState, r.lsn})
+		ctx := ctxOrEmpty(r.Ctx)
+		p := make([]byte, 0, 96+len(ctx)+len(r.EventID)+len(r.FromState)+len(r.ToState))
+		p = append(p, `{"applied":`...)
+		p = strconv.AppendBool(p, applied)
+		p = append(p, `,"ctx":`...)
+		p = append(p, ctx...)
+		if r.EventID != "" {
+			p = append(p, `,"event_id":`...)
+			p = encAppendString(p, r.EventID)
+		}
+		p = append(p, `,"from_state":`...)
+		p = encAppendString(p, r.FromState)
+		p = append(p, `,"to_state":`...)
+		p = encAppendString(p, r.ToState)
+		p = append(p, `,"wal_offset":`...)
+		p = strconv.AppendUint(p, r.lsn, 10)
+		return append(p, '}')
 	case recDeleteInstance:
-		return encMarshal(deleteResult{true, r.InstanceID, r.lsn})
+		p := make([]byte, 0, 64+len(r.InstanceID))
+		p = append(p, `{"deleted":true,"instance_id":`...)
+		p = encAppendString(p, r.InstanceID)
+		p = append(p, `,"wal_offset":`...)
+		p = strconv.AppendUint(p, r.lsn, 10)
+		return append(p, '}')
 	}
 	return nil
 }

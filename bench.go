@@ -1,0 +1,944 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/bits"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// stmdb bench: a load generator that speaks RCP to any server.
+//
+// It opens --conns connections, sets up its own machine and instances
+// (partitioned across the connections), then keeps --pipeline requests in
+// flight on every connection for --duration (or until -n operations
+// completed), after a --warmup whose operations are not counted. It reports
+// throughput, errors by code and a latency distribution measured from the
+// moment a request is handed to the connection's buffer to the moment its
+// response is decoded.
+//
+// --op fsync-baseline measures the disk instead of a server: write a
+// record-sized block and fdatasync it, in a loop, in a file under --dir. That
+// is what a server that syncs every write on its own can do at best, the
+// baseline for the group-commit ratio.
+
+const (
+	benchMachine        = "stmdb-bench"
+	benchMachineVersion = 1
+	// benchMachineDef is a one-state machine whose only transition is a
+	// guarded self-loop, so every APPLY_EVENT succeeds, evaluates a guard
+	// and merges its payload into the ctx.
+	benchMachineDef = `{"states":["live"],"initial":"live","transitions":[{"from":"live","event":"TICK","to":"live","guard":"ctx.n >= 0"}]}`
+)
+
+// benchOp is one kind of request the tool sends.
+type benchOp uint8
+
+const (
+	benchOpApply benchOp = iota
+	benchOpGet
+	benchOpCreate
+	benchOpPing
+	benchOpKinds
+)
+
+var benchOpNames = [benchOpKinds]string{"APPLY_EVENT", "GET_INSTANCE", "CREATE_INSTANCE", "PING"}
+
+// benchConfig is the parsed command line.
+type benchConfig struct {
+	addr         string
+	token        string
+	conns        int
+	pipeline     int
+	duration     time.Duration
+	n            int64
+	warmup       time.Duration
+	op           string
+	instances    int
+	payloadBytes int
+	jsonOut      bool
+	hello        bool
+	dir          string
+	timeout      time.Duration
+	progress     time.Duration
+}
+
+func benchMain(args []string, stdout, stderr io.Writer) int {
+	var cfg benchConfig
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.addr, "addr", "127.0.0.1:7401", "server address (host:port)")
+	fs.StringVar(&cfg.token, "token", "", "bearer token: AUTH on every connection before anything else")
+	fs.IntVar(&cfg.conns, "conns", 8, "connections")
+	fs.IntVar(&cfg.pipeline, "pipeline", 1, "requests in flight per connection")
+	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured run time (ignored with -n)")
+	fs.Int64Var(&cfg.n, "n", 0, "measured operations in total (instead of --duration)")
+	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "load before measuring; not counted")
+	fs.StringVar(&cfg.op, "op", "apply", "apply, get, create, ping, mix (70% apply, 20% get, 10% create) or fsync-baseline")
+	fs.IntVar(&cfg.instances, "instances", 1000, "instances created for apply/get/mix, partitioned across connections")
+	fs.IntVar(&cfg.payloadBytes, "payload-bytes", 100, "padding bytes in each created ctx and each event payload (fsync-baseline: bytes per write)")
+	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as one JSON object")
+	fs.BoolVar(&cfg.hello, "hello", true, "send HELLO (protocol 1, binary_json) on every connection")
+	fs.StringVar(&cfg.dir, "dir", ".", "fsync-baseline: directory for the scratch file (put it on the server's data disk)")
+	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "dial timeout, and how long a response may take before the connection is declared dead")
+	fs.DurationVar(&cfg.progress, "progress", time.Second, "progress line interval on stderr (0: none)")
+	if err := fs.Parse(args); err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "stmdb bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	if err := cfg.validate(); err != nil {
+		fmt.Fprintf(stderr, "stmdb bench: %v\n", err)
+		return 2
+	}
+	var rep *benchReport
+	var err error
+	if cfg.op == "fsync-baseline" {
+		rep, err = benchFsyncBaseline(&cfg, stderr)
+	} else {
+		rep, err = benchRun(&cfg, stderr)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "stmdb bench: %v\n", err)
+		return 1
+	}
+	if cfg.jsonOut {
+		b, _ := json.Marshal(rep)
+		fmt.Fprintf(stdout, "%s\n", b)
+	} else {
+		rep.print(stdout)
+	}
+	if rep.TransportError != "" {
+		return 1
+	}
+	return 0
+}
+
+func (c *benchConfig) validate() error {
+	switch c.op {
+	case "apply", "get", "create", "ping", "mix", "fsync-baseline":
+	default:
+		return fmt.Errorf("--op %q: want apply, get, create, ping, mix or fsync-baseline", c.op)
+	}
+	switch {
+	case c.conns < 1 || c.conns > 4096:
+		return fmt.Errorf("--conns %d: want 1..4096", c.conns)
+	case c.pipeline < 1 || c.pipeline > 4096:
+		return fmt.Errorf("--pipeline %d: want 1..4096", c.pipeline)
+	case c.n < 0:
+		return fmt.Errorf("-n %d: want >= 0", c.n)
+	case c.n == 0 && c.duration <= 0:
+		return fmt.Errorf("--duration %v: want > 0 (or set -n)", c.duration)
+	case c.warmup < 0:
+		return fmt.Errorf("--warmup %v: want >= 0", c.warmup)
+	case c.payloadBytes < 0 || c.payloadBytes > 1<<20:
+		return fmt.Errorf("--payload-bytes %d: want 0..1048576", c.payloadBytes)
+	case c.timeout <= 0:
+		return fmt.Errorf("--timeout %v: want > 0", c.timeout)
+	}
+	if (c.op == "apply" || c.op == "get" || c.op == "mix") && c.instances < 1 {
+		return fmt.Errorf("--instances %d: --op %s needs at least one", c.instances, c.op)
+	}
+	if c.instances < 0 {
+		return fmt.Errorf("--instances %d: want >= 0", c.instances)
+	}
+	return nil
+}
+
+// ---- latency histogram ----
+
+// benchHistSub is the number of linear sub-buckets per power of two: values
+// are kept to within 1/64 (1.6%) of their size, from 1 ns to 2^64 ns, in a
+// fixed 30 KB table per connection. Recording is one Len64 and an add.
+const benchHistSub = 64
+
+const benchHistBuckets = (64-6)*benchHistSub + benchHistSub
+
+type benchHist struct {
+	counts [benchHistBuckets]uint64
+	n      uint64
+	sum    float64
+	max    uint64
+}
+
+func benchHistIndex(v uint64) int {
+	if v < benchHistSub {
+		return int(v)
+	}
+	e := bits.Len64(v) - 7 // v>>e is in [64, 128)
+	return (e+1)*benchHistSub + int(v>>uint(e)) - benchHistSub
+}
+
+// benchHistValue is the midpoint of bucket i.
+func benchHistValue(i int) uint64 {
+	if i < benchHistSub {
+		return uint64(i)
+	}
+	e := uint(i/benchHistSub - 1)
+	m := uint64(i%benchHistSub + benchHistSub)
+	lo := m << e
+	return lo + (uint64(1)<<e)/2
+}
+
+func (h *benchHist) record(d time.Duration) {
+	v := uint64(max(d, 0))
+	h.counts[benchHistIndex(v)]++
+	h.n++
+	h.sum += float64(v)
+	h.max = max(h.max, v)
+}
+
+func (h *benchHist) merge(o *benchHist) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.sum += o.sum
+	h.max = max(h.max, o.max)
+}
+
+// quantile returns the value below which a fraction q of the samples fall
+// (to the histogram's resolution, never above the maximum).
+func (h *benchHist) quantile(q float64) uint64 {
+	if h.n == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(h.n)))
+	rank = max(rank, 1)
+	var seen uint64
+	for i, c := range h.counts {
+		seen += c
+		if seen >= rank {
+			return min(benchHistValue(i), h.max)
+		}
+	}
+	return h.max
+}
+
+// ---- report ----
+
+type benchLatency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+type benchReport struct {
+	Op             string            `json:"op"`
+	Addr           string            `json:"addr,omitempty"`
+	Conns          int               `json:"conns"`
+	Pipeline       int               `json:"pipeline"`
+	Instances      int               `json:"instances"`
+	PayloadBytes   int               `json:"payload_bytes"`
+	WarmupSec      float64           `json:"warmup_s"`
+	ElapsedSec     float64           `json:"elapsed_s"`
+	Ops            uint64            `json:"ops"`
+	OpsPerSec      float64           `json:"ops_per_sec"`
+	OpsByKind      map[string]uint64 `json:"ops_by_kind,omitempty"`
+	Errors         map[string]uint64 `json:"errors"`
+	LatencyUS      benchLatency      `json:"latency_us"`
+	SetupSec       float64           `json:"setup_s,omitempty"`
+	Fsyncs         *uint64           `json:"server_fsyncs,omitempty"`        // WAL_STATS io_stats.fsyncs delta over the measured run
+	OpsPerFsync    *float64          `json:"server_ops_per_fsync,omitempty"` // completed ops (warmup tail included) per fsync
+	TransportError string            `json:"transport_error,omitempty"`
+}
+
+func (r *benchReport) fill(h *benchHist) {
+	us := func(v uint64) float64 { return math.Round(float64(v)/10) / 100 }
+	r.LatencyUS = benchLatency{
+		P50: us(h.quantile(0.50)), P90: us(h.quantile(0.90)), P99: us(h.quantile(0.99)),
+		P999: us(h.quantile(0.999)), Max: us(h.max),
+	}
+	if h.n > 0 {
+		r.LatencyUS.Mean = us(uint64(h.sum / float64(h.n)))
+	}
+	if r.ElapsedSec > 0 {
+		r.OpsPerSec = math.Round(float64(r.Ops) / r.ElapsedSec)
+	}
+}
+
+func (r *benchReport) print(w io.Writer) {
+	if r.Op == "fsync-baseline" {
+		fmt.Fprintf(w, "fsync-baseline: %d writes of %d bytes, each followed by fdatasync, in %.2fs\n", r.Ops, r.PayloadBytes, r.ElapsedSec)
+	} else {
+		fmt.Fprintf(w, "%s against %s: %d conns x pipeline %d, %d instances, %d-byte payloads\n",
+			r.Op, r.Addr, r.Conns, r.Pipeline, r.Instances, r.PayloadBytes)
+		fmt.Fprintf(w, "setup %.2fs, warmup %.2fs, measured %.2fs\n", r.SetupSec, r.WarmupSec, r.ElapsedSec)
+	}
+	fmt.Fprintf(w, "ops        %d\n", r.Ops)
+	fmt.Fprintf(w, "ops/s      %.0f\n", r.OpsPerSec)
+	if len(r.OpsByKind) > 1 {
+		for _, k := range benchSortedKeys(r.OpsByKind) {
+			fmt.Fprintf(w, "  %-16s %d\n", k, r.OpsByKind[k])
+		}
+	}
+	fmt.Fprintf(w, "latency µs p50 %.1f  p90 %.1f  p99 %.1f  p99.9 %.1f  max %.1f  (mean %.1f)\n",
+		r.LatencyUS.P50, r.LatencyUS.P90, r.LatencyUS.P99, r.LatencyUS.P999, r.LatencyUS.Max, r.LatencyUS.Mean)
+	if r.Fsyncs != nil {
+		fmt.Fprintf(w, "server fsyncs %d (%.1f ops per fsync)\n", *r.Fsyncs, *r.OpsPerFsync)
+	}
+	if len(r.Errors) == 0 {
+		fmt.Fprintln(w, "errors     none")
+	} else {
+		fmt.Fprintln(w, "errors")
+		for _, k := range benchSortedKeys(r.Errors) {
+			fmt.Fprintf(w, "  %-24s %d\n", k, r.Errors[k])
+		}
+	}
+	if r.TransportError != "" {
+		fmt.Fprintf(w, "transport error: %s\n", r.TransportError)
+	}
+}
+
+// ---- progress ----
+
+// benchProgress prints one status line per interval while the load runs:
+// overwritten in place on a terminal, one line each otherwise.
+type benchProgress struct {
+	w        io.Writer
+	tty      bool
+	interval time.Duration
+	done     *atomic.Uint64
+	errs     *atomic.Uint64
+	phase    func() string
+	stop     chan struct{}
+	wg       sync.WaitGroup
+}
+
+func benchIsTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}
+
+func (p *benchProgress) start() {
+	if p.interval <= 0 {
+		return
+	}
+	p.stop = make(chan struct{})
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		t := time.NewTicker(p.interval)
+		defer t.Stop()
+		begin := time.Now()
+		var last uint64
+		lastT := begin
+		for {
+			select {
+			case <-p.stop:
+				if p.tty {
+					fmt.Fprint(p.w, "\r\033[K")
+				}
+				return
+			case now := <-t.C:
+				d := p.done.Load()
+				rate := float64(d-last) / now.Sub(lastT).Seconds()
+				last, lastT = d, now
+				line := fmt.Sprintf("[%5.1fs] %-7s %10d ops %10.0f ops/s %6d errors",
+					now.Sub(begin).Seconds(), p.phase(), d, rate, p.errs.Load())
+				if p.tty {
+					fmt.Fprintf(p.w, "\r%s\033[K", line)
+				} else {
+					fmt.Fprintln(p.w, line)
+				}
+			}
+		}
+	}()
+}
+
+func (p *benchProgress) end() {
+	if p.stop != nil {
+		close(p.stop)
+		p.wg.Wait()
+	}
+}
+
+// ---- the load run ----
+
+// benchShared is what the workers of one run share.
+type benchShared struct {
+	cfg          *benchConfig
+	run          string
+	measureStart time.Time
+	measureEnd   time.Time // duration mode: responses after it are not counted
+	claimed      atomic.Int64
+	done         atomic.Uint64 // responses received, any phase (progress)
+	errs         atomic.Uint64
+	applyTail    string // payload suffix of APPLY_EVENT params
+	ctxJSON      string // initial_ctx of created instances
+}
+
+// benchPending is a request in flight.
+type benchPending struct {
+	id       string
+	kind     benchOp
+	start    time.Time
+	measured bool
+}
+
+type benchWorker struct {
+	sh      *benchShared
+	idx     int
+	c       *client
+	ids     []string // instances this connection drives
+	apply   []string // prebuilt APPLY_EVENT params, one per id
+	get     []string // prebuilt GET_INSTANCE params, one per id
+	next    int
+	created int
+	rng     uint64
+	q       []benchPending // ring of in-flight requests
+	qHead   int
+	qLen    int
+
+	hist    benchHist
+	ops     uint64
+	byKind  [benchOpKinds]uint64
+	errs    map[string]uint64
+	lastAt  time.Time // completion time of the last measured response
+	tporErr error
+}
+
+func benchRunID() string {
+	return strconv.FormatInt(time.Now().UnixNano()%(1<<40), 36)
+}
+
+func benchPad(n int) string { return strings.Repeat("x", n) }
+
+func benchRun(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
+	sh := &benchShared{cfg: cfg, run: benchRunID()}
+	pad := benchPad(cfg.payloadBytes)
+	sh.ctxJSON = `{"n":0,"pad":"` + pad + `"}`
+	sh.applyTail = `,"event":"TICK","payload":{"n":1,"pad":"` + pad + `"}}`
+
+	setupStart := time.Now()
+	workers := make([]*benchWorker, cfg.conns)
+	closeAll := func() {
+		for _, w := range workers {
+			if w != nil && w.c != nil {
+				w.c.close()
+			}
+		}
+	}
+	defer closeAll()
+	for i := range workers {
+		w := &benchWorker{sh: sh, idx: i, errs: map[string]uint64{}, rng: uint64(i)*0x9E3779B97F4A7C15 + 1,
+			q: make([]benchPending, cfg.pipeline)}
+		workers[i] = w
+		if err := w.connect(); err != nil {
+			return nil, fmt.Errorf("connection %d: %w", i, err)
+		}
+	}
+	needInstances := cfg.op == "apply" || cfg.op == "get" || cfg.op == "mix"
+	if needInstances || cfg.op == "create" {
+		if err := workers[0].putMachine(); err != nil {
+			return nil, err
+		}
+	}
+	if needInstances {
+		all := make([]string, cfg.instances)
+		for i := range all {
+			all[i] = "bench-" + sh.run + "-" + strconv.Itoa(i)
+		}
+		for i, w := range workers {
+			for j := i; j < len(all); j += cfg.conns {
+				w.ids = append(w.ids, all[j])
+			}
+		}
+		errc := make(chan error, len(workers))
+		for _, w := range workers {
+			go func() { errc <- w.createOwn() }()
+		}
+		var firstErr error
+		for range workers {
+			if err := <-errc; err != nil && firstErr == nil {
+				firstErr = err
+			}
+		}
+		if firstErr != nil {
+			return nil, fmt.Errorf("setup: %w", firstErr)
+		}
+		for i, w := range workers {
+			if len(w.ids) == 0 { // fewer instances than connections: share
+				w.ids = []string{all[i%len(all)]}
+			}
+			w.apply = make([]string, len(w.ids))
+			w.get = make([]string, len(w.ids))
+			for j, id := range w.ids {
+				q := string(encAppendString(nil, id))
+				w.apply[j] = `{"instance_id":` + q + sh.applyTail
+				w.get[j] = `{"instance_id":` + q + `}`
+			}
+		}
+	}
+	setup := time.Since(setupStart)
+
+	fsyncsBefore, haveFsyncs := workers[0].walFsyncs()
+
+	start := time.Now()
+	sh.measureStart = start.Add(cfg.warmup)
+	if cfg.n == 0 {
+		sh.measureEnd = sh.measureStart.Add(cfg.duration)
+	} else {
+		sh.measureEnd = time.Time{}
+	}
+	prog := &benchProgress{
+		w: stderr, tty: benchIsTerminal(stderr), interval: cfg.progress, done: &sh.done, errs: &sh.errs,
+		phase: func() string {
+			if time.Now().Before(sh.measureStart) {
+				return "warmup"
+			}
+			return "run"
+		},
+	}
+	prog.start()
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.loop()
+		}()
+	}
+	wg.Wait()
+	prog.end()
+
+	rep := &benchReport{
+		Op: cfg.op, Addr: cfg.addr, Conns: cfg.conns, Pipeline: cfg.pipeline, Instances: cfg.instances,
+		PayloadBytes: cfg.payloadBytes, WarmupSec: cfg.warmup.Seconds(), SetupSec: math.Round(setup.Seconds()*1000) / 1000,
+		Errors: map[string]uint64{}, OpsByKind: map[string]uint64{},
+	}
+	if !needInstances {
+		rep.Instances = 0
+	}
+	var h benchHist
+	var last time.Time
+	for _, w := range workers {
+		h.merge(&w.hist)
+		rep.Ops += w.ops
+		for k, n := range w.byKind {
+			if n > 0 {
+				rep.OpsByKind[benchOpNames[k]] += n
+			}
+		}
+		for code, n := range w.errs {
+			rep.Errors[code] += n
+		}
+		if w.lastAt.After(last) {
+			last = w.lastAt
+		}
+		if w.tporErr != nil && rep.TransportError == "" {
+			rep.TransportError = fmt.Sprintf("connection %d: %v", w.idx, w.tporErr)
+		}
+	}
+	elapsed := cfg.duration
+	if cfg.n > 0 {
+		elapsed = max(last.Sub(sh.measureStart), 0)
+	}
+	rep.ElapsedSec = math.Round(elapsed.Seconds()*1000) / 1000
+	rep.fill(&h)
+	if rep.TransportError == "" && haveFsyncs {
+		if after, ok := workers[0].walFsyncs(); ok {
+			d := after - fsyncsBefore
+			rep.Fsyncs = &d
+			per := 0.0
+			if d > 0 {
+				per = math.Round(float64(rep.Ops)/float64(d)*10) / 10
+			}
+			rep.OpsPerFsync = &per
+		}
+	}
+	return rep, nil
+}
+
+// connect dials, authenticates and says HELLO.
+func (w *benchWorker) connect() error {
+	cfg := w.sh.cfg
+	c, err := dialClient(cfg.addr, cfg.timeout)
+	if err != nil {
+		return err
+	}
+	w.c = c
+	if cfg.hello {
+		if err := w.setupCall("HELLO", `{"protocol_version":1,"client_name":"stmdb-bench","wire_modes":["binary_json"]}`); err != nil {
+			return err
+		}
+	}
+	if cfg.token != "" {
+		p := `{"method":"bearer","token":` + string(encAppendString(nil, cfg.token)) + `}`
+		if err := w.setupCall("AUTH", p); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (w *benchWorker) deadline() {
+	w.c.nc.SetDeadline(time.Now().Add(w.sh.cfg.timeout))
+}
+
+// setupCall runs one request that must succeed.
+func (w *benchWorker) setupCall(op, params string) error {
+	w.deadline()
+	m, err := w.c.call(op, params)
+	if err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if m.Status != "ok" {
+		return fmt.Errorf("%s failed: %s", op, m.Raw)
+	}
+	return nil
+}
+
+func (w *benchWorker) putMachine() error {
+	return w.setupCall("PUT_MACHINE", `{"machine":"`+benchMachine+`","version":`+strconv.Itoa(benchMachineVersion)+`,"definition":`+benchMachineDef+`}`)
+}
+
+func (w *benchWorker) createParams(id string) string {
+	return `{"machine":"` + benchMachine + `","version":` + strconv.Itoa(benchMachineVersion) +
+		`,"instance_id":` + string(encAppendString(nil, id)) + `,"initial_ctx":` + w.sh.ctxJSON + `}`
+}
+
+// createOwn creates this connection's instances, pipelined.
+func (w *benchWorker) createOwn() error {
+	depth := max(w.sh.cfg.pipeline, 64)
+	sent, got := 0, 0
+	for got < len(w.ids) {
+		for sent < len(w.ids) && sent-got < depth {
+			if _, err := w.c.send("CREATE_INSTANCE", w.createParams(w.ids[sent])); err != nil {
+				return err
+			}
+			sent++
+		}
+		w.deadline()
+		if err := w.c.flush(); err != nil {
+			return err
+		}
+		for {
+			m, err := w.c.recv()
+			if err != nil {
+				return err
+			}
+			if m.Type != "response" {
+				continue
+			}
+			if m.Status != "ok" {
+				return fmt.Errorf("CREATE_INSTANCE %s: %s", w.ids[got], m.Raw)
+			}
+			got++
+			if got == sent || !w.buffered() {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// walFsyncs asks WAL_STATS for the server's fsync count (best effort: a
+// server without it just gets no fsync figures).
+func (w *benchWorker) walFsyncs() (uint64, bool) {
+	w.deadline()
+	m, err := w.c.call("WAL_STATS", nil)
+	if err != nil || m.Status != "ok" {
+		return 0, false
+	}
+	var r struct {
+		IO *struct {
+			Fsyncs uint64 `json:"fsyncs"`
+		} `json:"io_stats"`
+	}
+	if json.Unmarshal(m.Result, &r) != nil || r.IO == nil {
+		return 0, false
+	}
+	return r.IO.Fsyncs, true
+}
+
+// buffered reports whether the client holds received bytes not yet decoded,
+// so another recv will not block: the loop then reads on before refilling
+// the pipeline, and one flush carries many requests.
+func (w *benchWorker) buffered() bool { return w.c.fr.wpos > w.c.fr.rpos }
+
+func (w *benchWorker) rand() uint64 {
+	w.rng ^= w.rng << 13
+	w.rng ^= w.rng >> 7
+	w.rng ^= w.rng << 17
+	return w.rng
+}
+
+func (w *benchWorker) pick() benchOp {
+	switch w.sh.cfg.op {
+	case "apply":
+		return benchOpApply
+	case "get":
+		return benchOpGet
+	case "create":
+		return benchOpCreate
+	case "ping":
+		return benchOpPing
+	}
+	switch r := w.rand() % 100; {
+	case r < 70:
+		return benchOpApply
+	case r < 90:
+		return benchOpGet
+	default:
+		return benchOpCreate
+	}
+}
+
+// sendOne buffers the next request.
+func (w *benchWorker) sendOne(kind benchOp, now time.Time, measured bool) error {
+	var id string
+	var err error
+	switch kind {
+	case benchOpApply:
+		id, err = w.c.send("APPLY_EVENT", w.apply[w.next])
+		w.next = (w.next + 1) % len(w.apply)
+	case benchOpGet:
+		id, err = w.c.send("GET_INSTANCE", w.get[w.next])
+		w.next = (w.next + 1) % len(w.get)
+	case benchOpCreate:
+		w.created++
+		id, err = w.c.send("CREATE_INSTANCE", w.createParams("bench-"+w.sh.run+"-c"+strconv.Itoa(w.idx)+"-"+strconv.Itoa(w.created)))
+	default:
+		id, err = w.c.send("PING", nil)
+	}
+	if err != nil {
+		return err
+	}
+	w.q[(w.qHead+w.qLen)%len(w.q)] = benchPending{id: id, kind: kind, start: now, measured: measured}
+	w.qLen++
+	return nil
+}
+
+// mayStart decides whether a request sent now starts, and whether it counts.
+func (w *benchWorker) mayStart(now time.Time) (ok, measured bool) {
+	sh := w.sh
+	if now.Before(sh.measureStart) {
+		return true, false
+	}
+	if sh.cfg.n > 0 {
+		return sh.claimed.Add(1) <= sh.cfg.n, true
+	}
+	return now.Before(sh.measureEnd), true
+}
+
+func (w *benchWorker) loop() {
+	stopped := false
+	for {
+		for !stopped && w.qLen < len(w.q) {
+			now := time.Now()
+			ok, measured := w.mayStart(now)
+			if !ok {
+				stopped = true
+				break
+			}
+			if err := w.sendOne(w.pick(), now, measured); err != nil {
+				w.tporErr = err
+				return
+			}
+		}
+		if w.qLen == 0 {
+			return
+		}
+		w.deadline()
+		if err := w.c.flush(); err != nil {
+			w.tporErr = err
+			return
+		}
+		for {
+			if err := w.recvOne(); err != nil {
+				w.tporErr = err
+				return
+			}
+			if w.qLen == 0 || !w.buffered() {
+				break
+			}
+		}
+	}
+}
+
+// benchOKPrefix is how this server starts a successful response; anything
+// else is decoded in full (other servers may order keys differently).
+const benchOKPrefix = `{"type":"response","id":"`
+
+// recvOne reads the response to the oldest request in flight and accounts
+// for it. Events are skipped.
+func (w *benchWorker) recvOne() error {
+	p, err := w.c.fr.next()
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	pend := &w.q[w.qHead]
+	code := ""
+	if id, ok := benchFastOK(p); ok {
+		if id != pend.id {
+			return fmt.Errorf("response for request %q while %q was next", id, pend.id)
+		}
+	} else {
+		var m message
+		if err := json.Unmarshal(p, &m); err != nil {
+			return fmt.Errorf("undecodable message %q: %w", p, err)
+		}
+		if m.Type != "response" {
+			return nil // an event: not ours to count
+		}
+		if m.ID != pend.id {
+			return fmt.Errorf("response for request %q while %q was next", m.ID, pend.id)
+		}
+		if m.Status != "ok" {
+			code = "UNKNOWN"
+			if m.Error != nil && m.Error.Code != "" {
+				code = m.Error.Code
+			}
+		}
+	}
+	w.qHead = (w.qHead + 1) % len(w.q)
+	w.qLen--
+	w.sh.done.Add(1)
+	if code != "" {
+		w.sh.errs.Add(1)
+	}
+	if !pend.measured || (w.sh.cfg.n == 0 && now.After(w.sh.measureEnd)) {
+		return nil
+	}
+	w.lastAt = now
+	if code != "" {
+		w.errs[code]++
+		return nil
+	}
+	w.ops++
+	w.byKind[pend.kind]++
+	w.hist.record(now.Sub(pend.start))
+	return nil
+}
+
+// benchFastOK recognises `{"type":"response","id":"<id>","status":"ok"...`
+// without decoding, returning the id (which is a plain decimal string, as
+// the shared client numbers its requests).
+func benchFastOK(p []byte) (string, bool) {
+	if !bytes.HasPrefix(p, []byte(benchOKPrefix)) {
+		return "", false
+	}
+	rest := p[len(benchOKPrefix):]
+	i := bytes.IndexByte(rest, '"')
+	if i <= 0 || !bytes.HasPrefix(rest[i:], []byte(`","status":"ok"`)) {
+		return "", false
+	}
+	return string(rest[:i]), true
+}
+
+// ---- fsync baseline ----
+
+// benchFsyncBaseline writes --payload-bytes (rounded up to a multiple of 8,
+// plus a 24-byte header, like a WAL record) at increasing offsets of a
+// preallocated scratch file and fdatasyncs after every write: the most a
+// server that syncs each write on its own can acknowledge per second.
+func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
+	if err := os.MkdirAll(cfg.dir, 0o755); err != nil {
+		return nil, err
+	}
+	f, err := os.CreateTemp(cfg.dir, "stmdb-bench-fsync-*.tmp")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	const fileSize = 64 << 20
+	fd := int(f.Fd())
+	if err := mmapFallocate(fd, fileSize); err != nil {
+		return nil, fmt.Errorf("preallocate %s: %w", filepath.Base(f.Name()), err)
+	}
+	if err := mmapFdatasync(fd); err != nil {
+		return nil, err
+	}
+	rec := make([]byte, (24+cfg.payloadBytes+7)&^7)
+	for i := range rec {
+		rec[i] = byte(i)
+	}
+	var h benchHist
+	var done, errs atomic.Uint64
+	var ops uint64
+	start := time.Now()
+	measureStart := start.Add(cfg.warmup)
+	measureEnd := measureStart.Add(cfg.duration)
+	prog := &benchProgress{
+		w: stderr, tty: benchIsTerminal(stderr), interval: cfg.progress, done: &done, errs: &errs,
+		phase: func() string {
+			if time.Now().Before(measureStart) {
+				return "warmup"
+			}
+			return "run"
+		},
+	}
+	prog.start()
+	defer prog.end()
+	var off int64
+	var last time.Time
+	for {
+		t0 := time.Now()
+		measured := !t0.Before(measureStart)
+		if measured && (cfg.n > 0 && int64(ops) >= cfg.n || cfg.n == 0 && !t0.Before(measureEnd)) {
+			break
+		}
+		if off+int64(len(rec)) > fileSize {
+			off = 0
+		}
+		if _, err := f.WriteAt(rec, off); err != nil {
+			return nil, err
+		}
+		if err := mmapFdatasync(fd); err != nil {
+			return nil, fmt.Errorf("fdatasync: %w", err)
+		}
+		off += int64(len(rec))
+		t1 := time.Now()
+		done.Add(1)
+		if measured {
+			ops++
+			h.record(t1.Sub(t0))
+			last = t1
+		}
+	}
+	elapsed := cfg.duration
+	if cfg.n > 0 {
+		elapsed = max(last.Sub(measureStart), 0)
+	}
+	rep := &benchReport{
+		Op: "fsync-baseline", Conns: 1, Pipeline: 1, PayloadBytes: cfg.payloadBytes, WarmupSec: cfg.warmup.Seconds(),
+		ElapsedSec: math.Round(elapsed.Seconds()*1000) / 1000, Ops: ops, Errors: map[string]uint64{},
+	}
+	rep.fill(&h)
+	return rep, nil
+}
+
+func benchSortedKeys(m map[string]uint64) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
