@@ -203,6 +203,9 @@ func ctxMerge(ctx, payload []byte) []byte {
 // ctxAppendCompact appends a valid JSON value without insignificant
 // whitespace.
 func ctxAppendCompact(dst, v []byte) []byte {
+	if bytes.IndexAny(v, " \t\n\r") < 0 {
+		return append(dst, v...) // already compact: the common case
+	}
 	inStr := false
 	for i := 0; i < len(v); i++ {
 		c := v[i]

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 )
 
@@ -75,6 +76,17 @@ func cmdServe(args []string, stderr io.Writer) int {
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		return 2
+	}
+	// STMDB_CPUPROFILE=FILE profiles the server until it shuts down (for
+	// PERFORMANCE.md work: profile, don't guess).
+	if path := os.Getenv("STMDB_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "stmdb: STMDB_CPUPROFILE: %v\n", err)
+			return 2
+		}
+		pprof.StartCPUProfile(f)
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
 	logger, err := newLogger(cfg, stderr)
 	if err != nil {

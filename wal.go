@@ -183,7 +183,7 @@ type wal struct {
 	fdatasync func(fd int) error
 	fallocate func(fd int, size int64) error
 	syncDir   func(dir string) error
-	writeAt   func(f *os.File, b []byte, off int64) (int, error)
+	writeAt   func(f *os.File, b []byte, off int64) (int, error) // nil: write through the mapping
 
 	syncMu sync.Mutex // serializes commit; taken before mu
 	mu     sync.Mutex
@@ -408,7 +408,6 @@ func openWAL(dir string, opts walOptions) (*wal, error) {
 		fdatasync: mmapFdatasync,
 		fallocate: mmapFallocate,
 		syncDir:   mmapSyncDir,
-		writeAt:   func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) },
 		notify:    make(chan struct{}),
 		kick:      make(chan struct{}, 1),
 		quit:      make(chan struct{}),
@@ -585,7 +584,11 @@ func segOpen(path string, first uint64, flag int) (*walSegment, error) {
 	}
 	s := &walSegment{first: first, last: first - 1, path: path, f: f, fd: int(f.Fd()), size: fi.Size()}
 	if s.size > 0 {
-		if s.data, err = mmapReadOnly(s.fd, s.size); err != nil {
+		mapFn := mmapReadOnly
+		if flag&os.O_RDWR != 0 {
+			mapFn = mmapReadWrite
+		}
+		if s.data, err = mapFn(s.fd, s.size); err != nil {
 			f.Close()
 			return nil, walIOErr("mmap "+filepath.Base(path), err)
 		}
@@ -613,7 +616,7 @@ func (w *wal) segTruncate(s *walSegment, off int64) error {
 	w.fsyncs.Add(1)
 	var err error
 	s.size = size
-	if s.data, err = mmapReadOnly(s.fd, size); err != nil {
+	if s.data, err = mmapReadWrite(s.fd, size); err != nil {
 		return walIOErr("mmap "+filepath.Base(s.path), err)
 	}
 	return nil
@@ -633,7 +636,7 @@ func (w *wal) segCreate(name string, size int64, fallocate func(int, int64) erro
 		os.Remove(path)
 		return nil, err
 	}
-	if s.data, err = mmapReadOnly(s.fd, size); err != nil {
+	if s.data, err = mmapReadWrite(s.fd, size); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, err
@@ -815,13 +818,19 @@ func (w *wal) append(typ uint8, payload []byte) (uint64, error) {
 		act = w.segs[len(w.segs)-1]
 	}
 	lsn := w.next
-	buf := walEncode(w.buf, typ, lsn, payload)
-	if _, err := w.writeAt(act.f, buf, act.end); err != nil {
-		w.failLocked("write "+filepath.Base(act.path), err)
-		return 0, w.err
-	}
-	if cap(buf) <= 1<<20 {
-		w.buf = buf
+	if w.writeAt == nil {
+		// Encode in place: the segment is mapped writable and its space is
+		// allocated, so this is a memory copy, not a system call.
+		walEncode(act.data[act.end:act.end:act.end+size], typ, lsn, payload)
+	} else {
+		buf := walEncode(w.buf, typ, lsn, payload)
+		if _, err := w.writeAt(act.f, buf, act.end); err != nil {
+			w.failLocked("write "+filepath.Base(act.path), err)
+			return 0, w.err
+		}
+		if cap(buf) <= 1<<20 {
+			w.buf = buf
+		}
 	}
 	if (lsn-act.first)%walIndexStride == 0 {
 		act.idx = append(act.idx, act.end)
