@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestBatchOps(t *testing.T) {
@@ -78,4 +80,54 @@ func TestBatchOps(t *testing.T) {
 	c = ts.dial()
 	runSteps(t, c, []step{{op: "GET_INSTANCE", params: `{"instance_id":"f"}`,
 		want: fmt.Sprintf(`{"ctx":{},"created_at":"<int>","last_wal_offset":6,"machine":"order","state":"cancelled","updated_at":"<int>","version":1}`)}})
+}
+
+// Atomic batches that delete (moving other instances between internal
+// slots) roll back exactly, and snapshots taken after them match.
+func TestAtomicRollbackWithDeletes(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	for i := 0; i < 6; i++ {
+		mustOK(t, c, "CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":"s%d"}`, i))
+	}
+	before := dumpState(ts.srv.st)
+	m := call(t, c, "BATCH", `{"mode":"atomic","ops":[
+		{"op":"DELETE_INSTANCE","params":{"instance_id":"s1"}},
+		{"op":"CREATE_INSTANCE","params":{"machine":"ctr","version":1,"instance_id":"n1"}},
+		{"op":"DELETE_INSTANCE","params":{"instance_id":"s5"}},
+		{"op":"APPLY_EVENT","params":{"instance_id":"n1","event":"INC"}},
+		{"op":"DELETE_INSTANCE","params":{"instance_id":"n1"}},
+		{"op":"DELETE_INSTANCE","params":{"instance_id":"s0"}},
+		{"op":"APPLY_EVENT","params":{"instance_id":"s1","event":"INC"}}]}`)
+	if m.Error == nil || m.Error.Details["index"] != float64(6) {
+		t.Fatalf("want failure at op 6: %s", m.Raw)
+	}
+	if diff := cmp.Diff(before, dumpState(ts.srv.st)); diff != "" {
+		t.Errorf("state after rollback (-before +after):\n%s", diff)
+	}
+	checkSlots(t, ts.srv.st)
+	mustOK(t, c, "BATCH", `{"mode":"atomic","ops":[
+		{"op":"DELETE_INSTANCE","params":{"instance_id":"s1"}},
+		{"op":"CREATE_INSTANCE","params":{"machine":"ctr","version":1,"instance_id":"n1"}},
+		{"op":"DELETE_INSTANCE","params":{"instance_id":"s5"}}]}`)
+	checkSlots(t, ts.srv.st)
+	mustOK(t, c, "COMPACT", `{}`)
+	ts.restart()
+	checkSlots(t, ts.srv.st)
+}
+
+// checkSlots verifies the dense instance slots agree with the map.
+func checkSlots(t *testing.T, st *state) {
+	t.Helper()
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	if len(st.slots) != len(st.instances) {
+		t.Fatalf("%d slots for %d instances", len(st.slots), len(st.instances))
+	}
+	for i, in := range st.slots {
+		if in == nil || in.slot != i || st.instances[in.id] != in {
+			t.Fatalf("slot %d holds %+v", i, in)
+		}
+	}
 }

@@ -240,6 +240,31 @@ func BenchmarkSnapshot(b *testing.B) {
 	})
 }
 
+// BenchmarkSnapshotPause measures how long a compaction holds the state
+// lock at 1M instances (budget: < 10 ms): capture copies pointers only,
+// since instances are copy-on-write. Runs only when named:
+// go test -run '^$' -bench SnapshotPause -benchtime 5x.
+func BenchmarkSnapshotPause(b *testing.B) {
+	if f := flag.Lookup("test.bench"); f == nil || !strings.Contains(f.Value.String(), "SnapshotPause") {
+		b.Skip("runs only when named: -bench SnapshotPause")
+	}
+	st := benchBuildState(b, 1_000_000, 100)
+	b.ResetTimer()
+	var paused, worst time.Duration
+	for range b.N {
+		start := time.Now()
+		st.mu.RLock()
+		img := st.capture()
+		st.mu.RUnlock()
+		d := time.Since(start)
+		paused += d
+		worst = max(worst, d)
+		_ = img
+	}
+	b.ReportMetric(float64(paused.Microseconds())/1000/float64(b.N), "ms-paused/op")
+	b.ReportMetric(float64(worst.Microseconds())/1000, "ms-worst")
+}
+
 // BenchmarkHeap1M reports the live heap of a state holding 1M instances
 // with a 100-byte ctx (budget: 400 MB). It takes a few seconds and runs
 // only when named: go test -run '^$' -bench Heap1M -benchtime 1x.

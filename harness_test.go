@@ -70,9 +70,11 @@ func (ts *testServer) stop() {
 // that the recovered state equals the state before.
 func (ts *testServer) restart() {
 	ts.t.Helper()
+	checkSlots(ts.t, ts.srv.st)
 	before := dumpState(ts.srv.st)
 	ts.stop()
 	ts.start()
+	checkSlots(ts.t, ts.srv.st)
 	if diff := cmp.Diff(before, dumpState(ts.srv.st)); diff != "" {
 		ts.t.Errorf("state after restart differs (-live +recovered):\n%s", diff)
 	}

@@ -56,14 +56,11 @@ type snapIdem struct {
 
 // capture copies the state. Caller holds st.mu (read).
 func (st *state) capture() *snapImage {
-	img := &snapImage{lsn: st.applied, instances: make([]*instance, 0, len(st.instances))}
+	img := &snapImage{lsn: st.applied, instances: append([]*instance(nil), st.slots...)}
 	for _, vs := range st.machines {
 		for _, mv := range vs {
 			img.machines = append(img.machines, mv)
 		}
-	}
-	for _, in := range st.instances {
-		img.instances = append(img.instances, in)
 	}
 	for k, e := range st.idem {
 		img.idem = append(img.idem, snapIdem{k, *e})
@@ -253,7 +250,7 @@ func decodeSnapshot(data []byte, idemTTL int64) (*state, error) {
 			return nil, fmt.Errorf("snapshot instance %q is in unknown state %q", in.id, stateName)
 		}
 		in.mv, in.state = mv, s
-		st.instances[in.id] = in
+		st.putInstance(in)
 	}
 	for n := d.count(6); n > 0 && d.err == nil; n-- {
 		k := idemKey{typ: uint8(d.uint()), key: d.str()}

@@ -59,6 +59,7 @@ type record struct {
 // instance is one state machine instance; ctx is compact JSON. Once in
 // state.instances an instance is never modified: apply replaces it.
 type instance struct {
+	slot        int // index in state.slots
 	id          string
 	mv          *machineVersion
 	state       string
@@ -90,9 +91,12 @@ type state struct {
 	mu        sync.RWMutex
 	machines  map[string]map[uint32]*machineVersion
 	instances map[string]*instance
-	idem      map[idemKey]*idemEntry
-	applied   uint64 // LSN of the last applied record
-	idemTTL   int64  // ms
+	// slots holds every instance densely, so a snapshot copies pointers
+	// with one memmove instead of walking the map under the lock.
+	slots   []*instance
+	idem    map[idemKey]*idemEntry
+	applied uint64 // LSN of the last applied record
+	idemTTL int64  // ms
 
 	// tombstones holds deleted instance ids while
 	// storage.allow_instance_recreate is false (nil otherwise), so their ids
@@ -143,10 +147,10 @@ func (s *state) apply(r *record) {
 		if s.tombstones != nil {
 			delete(s.tombstones, r.InstanceID)
 		}
-		s.instances[r.InstanceID] = &instance{
+		s.putInstance(&instance{
 			id: r.InstanceID, mv: mv, state: mv.states[r.InitialState], ctx: ctxOrEmpty(r.InitialCtx),
 			lastLSN: r.lsn, createdAt: r.Time, updatedAt: r.Time,
-		}
+		})
 	case recApplyEvent:
 		inst := s.instances[r.InstanceID]
 		if inst == nil {
@@ -161,10 +165,10 @@ func (s *state) apply(r *record) {
 		next.lastEventID = r.EventID
 		next.lastLSN = r.lsn
 		next.updatedAt = r.Time
-		s.instances[r.InstanceID] = &next
+		s.putInstance(&next)
 	case recDeleteInstance:
 		s.saveUndo(r.InstanceID)
-		delete(s.instances, r.InstanceID)
+		s.removeInstance(r.InstanceID)
 		if s.tombstones != nil {
 			if s.undo != nil {
 				s.undo.tombstones = append(s.undo.tombstones, r.InstanceID)
@@ -178,7 +182,11 @@ func (s *state) apply(r *record) {
 		}
 	case recFlushAll:
 		s.machines = map[string]map[uint32]*machineVersion{}
+		if s.undo != nil {
+			panic("apply: flush_all inside an atomic batch")
+		}
 		s.instances = map[string]*instance{}
+		s.slots = nil
 		s.idem = map[idemKey]*idemEntry{}
 		if s.tombstones != nil {
 			s.tombstones = map[string]struct{}{}
@@ -208,6 +216,8 @@ func ctxOrEmpty(ctx []byte) []byte {
 // undoLog remembers the first prior value of everything an atomic batch
 // touched (nil: it did not exist).
 type undoLog struct {
+	slotsLen   int         // len(slots) at beginUndo
+	slotWrites []slotWrite // in order; undone in reverse
 	inst       map[string]*instance
 	idem       map[idemKey]*idemEntry
 	tombstones []string // added by the batch
@@ -224,14 +234,82 @@ func (s *state) saveUndo(id string) {
 	s.undo.inst[id] = s.instances[id] // instances are immutable: the pointer is enough
 }
 
+type slotWrite struct {
+	i   int
+	old *instance // nil: the slot was past the end
+}
+
 func (s *state) beginUndo() {
-	s.undo = &undoLog{inst: map[string]*instance{}, idem: map[idemKey]*idemEntry{}, applied: s.applied}
+	s.undo = &undoLog{slotsLen: len(s.slots), inst: map[string]*instance{}, idem: map[idemKey]*idemEntry{}, applied: s.applied}
+}
+
+// setSlot writes slots[i] (appending when i == len), remembering the old
+// value for an atomic batch's rollback.
+func (s *state) setSlot(i int, in *instance) {
+	if s.undo != nil {
+		var old *instance
+		if i < len(s.slots) {
+			old = s.slots[i]
+		}
+		s.undo.slotWrites = append(s.undo.slotWrites, slotWrite{i, old})
+	}
+	if i == len(s.slots) {
+		s.slots = append(s.slots, in)
+	} else {
+		s.slots[i] = in
+	}
+}
+
+// putInstance stores a new instance or the new version of one.
+func (s *state) putInstance(in *instance) {
+	if cur := s.instances[in.id]; cur != nil {
+		in.slot = cur.slot
+	} else {
+		in.slot = len(s.slots)
+	}
+	s.setSlot(in.slot, in)
+	s.instances[in.id] = in
+}
+
+// removeInstance deletes an instance, moving the last slot into its place.
+func (s *state) removeInstance(id string) {
+	in := s.instances[id]
+	if in == nil {
+		return
+	}
+	delete(s.instances, id)
+	last := len(s.slots) - 1
+	if in.slot != last {
+		moved := *s.slots[last] // copy on write: the old one may be in a snapshot
+		moved.slot = in.slot
+		s.setSlot(in.slot, &moved)
+		s.instances[moved.id] = &moved
+		if s.undo != nil {
+			if _, seen := s.undo.inst[moved.id]; !seen {
+				s.undo.inst[moved.id] = s.slots[last]
+			}
+		}
+	}
+	if s.undo != nil {
+		s.undo.slotWrites = append(s.undo.slotWrites, slotWrite{last, s.slots[last]})
+	}
+	s.slots[last] = nil
+	s.slots = s.slots[:last]
 }
 
 // rollback restores everything recorded since beginUndo.
 func (s *state) rollback() {
 	u := s.undo
 	s.undo = nil
+	for k := len(u.slotWrites) - 1; k >= 0; k-- {
+		w := u.slotWrites[k]
+		for len(s.slots) <= w.i {
+			s.slots = append(s.slots, nil)
+		}
+		s.slots[w.i] = w.old
+	}
+	clear(s.slots[min(u.slotsLen, len(s.slots)):])
+	s.slots = s.slots[:u.slotsLen]
 	for id, prev := range u.inst {
 		if prev == nil {
 			delete(s.instances, id)
