@@ -469,7 +469,17 @@ func (s *server) handleListInstances(c *conn, p *ListInstancesParams) (reply, *r
 		Version       uint32 `json:"version"`
 	}
 	s.st.mu.RLock()
-	ids := s.st.sortedInstanceIDs(p.Machine, p.State)
+	ids := s.st.sortedIDs()
+	if p.Machine != nil || p.State != nil {
+		var matched []string
+		for _, id := range ids {
+			in := s.st.instances[id]
+			if (p.Machine == nil || in.mv.name == *p.Machine) && (p.State == nil || in.state == *p.State) {
+				matched = append(matched, id)
+			}
+		}
+		ids = matched
+	}
 	total := uint64(len(ids))
 	start := min(p.Offset, total)
 	end := min(start+uint64(p.Limit), total)

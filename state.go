@@ -93,7 +93,15 @@ type state struct {
 	instances map[string]*instance
 	// slots holds every instance densely, so a snapshot copies pointers
 	// with one memmove instead of walking the map under the lock.
-	slots   []*instance
+	slots []*instance
+	// listSorted holds instance ids in byte order for LIST_INSTANCES, as of
+	// the last list; ids created since are in listAdded. A list merges them
+	// (O(n), not a sort of everything) and drops ids no longer present.
+	// listMu serializes lists, which run under the read lock.
+	listMu     sync.Mutex
+	listSorted []string
+	listAdded  []string
+
 	idem    map[idemKey]*idemEntry
 	applied uint64 // LSN of the last applied record
 	idemTTL int64  // ms
@@ -187,6 +195,7 @@ func (s *state) apply(r *record) {
 		}
 		s.instances = map[string]*instance{}
 		s.slots = nil
+		s.listSorted, s.listAdded = nil, nil
 		s.idem = map[idemKey]*idemEntry{}
 		if s.tombstones != nil {
 			s.tombstones = map[string]struct{}{}
@@ -266,6 +275,7 @@ func (s *state) putInstance(in *instance) {
 		in.slot = cur.slot
 	} else {
 		in.slot = len(s.slots)
+		s.listAdded = append(s.listAdded, in.id)
 	}
 	s.setSlot(in.slot, in)
 	s.instances[in.id] = in
@@ -348,21 +358,33 @@ func (s *state) pruneIdem(now int64) {
 	}
 }
 
-// sortedInstanceIDs returns the ids of instances matching the filters, in
-// byte order (LIST_INSTANCES pages over this order).
-func (s *state) sortedInstanceIDs(machine, st *string) []string {
-	ids := make([]string, 0, len(s.instances))
-	for id, in := range s.instances {
-		if machine != nil && in.mv.name != *machine {
-			continue
-		}
-		if st != nil && in.state != *st {
-			continue
-		}
-		ids = append(ids, id)
+// sortedIDs returns every instance id in byte order. Caller holds mu
+// (read); the result is shared: do not modify it.
+func (s *state) sortedIDs() []string {
+	s.listMu.Lock()
+	defer s.listMu.Unlock()
+	if len(s.listAdded) == 0 && len(s.listSorted) == len(s.instances) {
+		return s.listSorted
 	}
-	sort.Strings(ids)
-	return ids
+	sort.Strings(s.listAdded)
+	merged := make([]string, 0, len(s.instances))
+	a, b := s.listSorted, s.listAdded
+	for len(a) > 0 || len(b) > 0 {
+		var id string
+		if len(b) == 0 || (len(a) > 0 && a[0] <= b[0]) {
+			id, a = a[0], a[1:]
+		} else {
+			id, b = b[0], b[1:]
+		}
+		if len(merged) > 0 && merged[len(merged)-1] == id {
+			continue
+		}
+		if s.instances[id] != nil {
+			merged = append(merged, id)
+		}
+	}
+	s.listSorted, s.listAdded = merged, nil
+	return merged
 }
 
 // Results: field order is sorted, as the reference server emits them.
