@@ -124,7 +124,12 @@ func fzDispatch(s *server, op, params string) (reply, *rcpError) {
 // fzRecoveryFixture writes the fixture: big payloads spread the history
 // over several 1 MiB segments; a compaction in the middle leaves a
 // snapshot and removes the first segment.
-func fzRecoveryFixture(f *testing.F) *fzFixture {
+func fzRecoveryFixture(f *testing.F) *fzFixture { return fzBuildFixture(f) }
+
+// fzRecoveryFixtureT builds the fixture for a plain test.
+func fzRecoveryFixtureT(t *testing.T) *fzFixture { return fzBuildFixture(t) }
+
+func fzBuildFixture(f testing.TB) *fzFixture {
 	dir := fzTempDir(f)
 	cfg := fzRequestConfig(dir)
 	s, err := openServer(cfg, nil)
@@ -383,5 +388,25 @@ func TestFzRecoverySeedCorpus(t *testing.T) {
 		if err != nil || string(got) != want {
 			t.Errorf("%s: want %q (err %v)", name, want, err)
 		}
+	}
+}
+
+// TestFzRecoveryNoSnapshotMessage: found by FuzzRecovery (seed-06, the
+// snapshot deleted after compaction removed the first segments). The
+// refusal must say plainly that there is no snapshot, not name a snapshot
+// "" covering record 0.
+func TestFzRecoveryNoSnapshotMessage(t *testing.T) {
+	fx := fzRecoveryFixtureT(t)
+	dir := fzTempDir(t)
+	fzMaterialize(t, fx, dir)
+	if err := os.Remove(filepath.Join(dir, fx.files[0].rel)); err != nil {
+		t.Fatal(err)
+	}
+	_, err := openServer(fzRequestConfig(dir), nil)
+	if err == nil {
+		t.Fatal("opened without the snapshot the WAL depends on")
+	}
+	if msg := err.Error(); strings.Contains(msg, `("")`) || !strings.Contains(msg, "no snapshot") {
+		t.Errorf("unclear refusal: %v", err)
 	}
 }

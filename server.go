@@ -392,6 +392,12 @@ func (c *conn) writeLoop() {
 	idle := c.s.cfg.IdleTimeout
 	for m := range c.out {
 		if m.lsn > 0 {
+			if m.lsn > c.s.log.durableLSN() && bw.Buffered() > 0 {
+				// Send what is ready before waiting for the sync.
+				if err := bw.Flush(); err != nil {
+					return
+				}
+			}
 			if err := c.s.log.waitDurable(m.lsn); err != nil {
 				c.s.fatal(err)
 				return
