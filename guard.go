@@ -740,7 +740,7 @@ func (v guardVal) truthy() bool {
 	case guardTString:
 		return len(v.raw) > 2
 	case guardTArray, guardTObject:
-		i := guardSkipWS(v.raw, 1)
+		i := paramSkipSpace(v.raw, 1)
 		return i < len(v.raw) && v.raw[i] != ']' && v.raw[i] != '}'
 	}
 	return false
@@ -785,7 +785,7 @@ func guardTypeOf(c byte) guardType {
 // or string gives its element / code point count (a real "length" key of an
 // object wins, as objects are looked up normally).
 func guardResolve(ctx []byte, path []string) guardVal {
-	s := guardSkipWS(ctx, 0)
+	s := paramSkipSpace(ctx, 0)
 	if s >= len(ctx) || ctx[s] != '{' {
 		return guardVal{}
 	}
@@ -794,7 +794,7 @@ func guardResolve(ctx []byte, path []string) guardVal {
 		switch ctx[s] {
 		case '{':
 			vs, ve, end := guardObjectGet(ctx, s, name)
-			if ve < 0 || (k == 0 && guardSkipWS(ctx, end) != len(ctx)) {
+			if ve < 0 || (k == 0 && paramSkipSpace(ctx, end) != len(ctx)) {
 				return guardVal{} // missing, unreadable, or trailing garbage after ctx
 			}
 			s, e = vs, ve
@@ -819,7 +819,7 @@ func guardResolve(ctx []byte, path []string) guardVal {
 // read to its end (an unreadable object is null as a whole).
 func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
 	vs, ve = -1, -1
-	i = guardSkipWS(b, i+1)
+	i = paramSkipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
 		return -1, -1, i + 1
 	}
@@ -832,11 +832,11 @@ func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
 			return -1, -1, -1
 		}
 		match := guardStringEqual(b[i+1:ke-1], escaped, key)
-		i = guardSkipWS(b, ke)
+		i = paramSkipSpace(b, ke)
 		if i >= len(b) || b[i] != ':' {
 			return -1, -1, -1
 		}
-		s := guardSkipWS(b, i+1)
+		s := paramSkipSpace(b, i+1)
 		e := guardSkipValue(b, s)
 		if e < 0 {
 			return -1, -1, -1
@@ -844,7 +844,7 @@ func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
 		if match {
 			vs, ve = s, e
 		}
-		i = guardSkipWS(b, e)
+		i = paramSkipSpace(b, e)
 		if i >= len(b) {
 			return -1, -1, -1
 		}
@@ -854,13 +854,13 @@ func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
 		if b[i] != ',' {
 			return -1, -1, -1
 		}
-		i = guardSkipWS(b, i+1)
+		i = paramSkipSpace(b, i+1)
 	}
 }
 
 // guardArrayLen counts the elements of the valid JSON array b.
 func guardArrayLen(b []byte) int {
-	i := guardSkipWS(b, 1)
+	i := paramSkipSpace(b, 1)
 	if i >= len(b) || b[i] == ']' {
 		return 0
 	}
@@ -871,11 +871,11 @@ func guardArrayLen(b []byte) int {
 			return n
 		}
 		n++
-		i = guardSkipWS(b, e)
+		i = paramSkipSpace(b, e)
 		if i >= len(b) || b[i] != ',' {
 			return n
 		}
-		i = guardSkipWS(b, i+1)
+		i = paramSkipSpace(b, i+1)
 	}
 	return n
 }
@@ -1005,17 +1005,6 @@ func guardHex4[T string | []byte](s T, i int) (rune, bool) {
 // ---------------------------------------------------------------------------
 // JSON scanning (bounds-safe on arbitrary bytes; -1 means malformed)
 
-func guardSkipWS(b []byte, i int) int {
-	for i < len(b) {
-		switch b[i] {
-		case ' ', '\t', '\n', '\r':
-			i++
-		default:
-			return i
-		}
-	}
-	return i
-}
 
 // guardNumberEnd returns the end of the strict JSON number starting at s[i]
 // ("-"? int frac? exp?), or -1 if there is none.
@@ -1189,7 +1178,7 @@ func guardSkipKey(b []byte, i int) int {
 	if e < 0 {
 		return -1
 	}
-	e = guardSkipWS(b, e)
+	e = paramSkipSpace(b, e)
 	if e >= len(b) || b[e] != ':' {
 		return -1
 	}
@@ -1204,7 +1193,7 @@ func guardSkipContainer(b []byte, i int, stack []uint64) int {
 	depth := 0
 value:
 	for {
-		i = guardSkipWS(b, i)
+		i = paramSkipSpace(b, i)
 		if i >= len(b) {
 			return -1
 		}
@@ -1222,7 +1211,7 @@ value:
 				stack[depth>>6] &^= 1 << (depth & 63)
 			}
 			depth++
-			i = guardSkipWS(b, i+1)
+			i = paramSkipSpace(b, i+1)
 			if i >= len(b) {
 				return -1
 			}
@@ -1245,7 +1234,7 @@ value:
 			if depth == 0 {
 				return i
 			}
-			i = guardSkipWS(b, i)
+			i = paramSkipSpace(b, i)
 			if i >= len(b) {
 				return -1
 			}
@@ -1253,7 +1242,7 @@ value:
 			obj := stack[d>>6]&(1<<(d&63)) != 0
 			switch b[i] {
 			case ',':
-				i = guardSkipWS(b, i+1)
+				i = paramSkipSpace(b, i+1)
 				if obj {
 					if i = guardSkipKey(b, i); i < 0 {
 						return -1
