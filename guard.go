@@ -1005,7 +1005,6 @@ func guardHex4[T string | []byte](s T, i int) (rune, bool) {
 // ---------------------------------------------------------------------------
 // JSON scanning (bounds-safe on arbitrary bytes; -1 means malformed)
 
-
 // guardNumberEnd returns the end of the strict JSON number starting at s[i]
 // ("-"? int frac? exp?), or -1 if there is none.
 func guardNumberEnd[T string | []byte](s T, i int) int {
