@@ -105,7 +105,10 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 
 	if first := w.firstLSN(); first > snapLSN+1 {
 		w.close()
-		return nil, fmt.Errorf("the WAL starts at record %d but the newest snapshot (%q) covers only through %d: records are missing", first, snapPath, snapLSN)
+		if snapPath == "" {
+			return nil, fmt.Errorf("the WAL starts at record %d and there is no snapshot: records 1..%d are missing (was a snapshot in %s deleted?)", first, first-1, filepath.Join(cfg.DataDir, "snapshots"))
+		}
+		return nil, fmt.Errorf("the WAL starts at record %d but the newest snapshot (%s) covers only through %d: records %d..%d are missing", first, snapPath, snapLSN, snapLSN+1, first-1)
 	}
 	if w.nextLSN() <= snapLSN {
 		w.close()
