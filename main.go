@@ -40,6 +40,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return benchMain(args[1:], stdout, stderr)
 	case "wal":
 		return cmdWAL(args[1:], stdout, stderr)
+	case "crashtest":
+		return crashMain(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintf(stdout, "stmdb %s (protocol %d)\n", serverVersion, protocolVersion)
 		return 0
@@ -62,6 +64,8 @@ commands:
   serve          run the server (stmdb serve --help for its flags)
   wal verify     check every WAL record without changing anything
   wal repair     truncate the WAL at its first bad record
+  crashtest      kill -9 loop: writers, SIGKILL, restart, verify (stmdb crashtest --help)
+  bench          load generator for any RCP server (stmdb bench --help)
   version        print the version
 
 `)

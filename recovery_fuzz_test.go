@@ -226,8 +226,8 @@ func fzDamage(t *testing.T, fx *fzFixture, dir string, prog []byte) (forged bool
 		ff := fx.files[int(st[1])%len(fx.files)]
 		p := filepath.Join(dir, ff.rel)
 		b, err := os.ReadFile(p)
-		if err != nil {
-			continue // deleted by an earlier step
+		if err != nil || len(b) == 0 {
+			continue // deleted or emptied by an earlier step
 		}
 		size := int64(len(b))
 		// The offset: near a record boundary for segments (so headers get
