@@ -6,6 +6,8 @@ import (
 	"hash/crc32"
 	"io"
 	"strconv"
+	"sync"
+	"time"
 	"unicode/utf8"
 )
 
@@ -78,7 +80,9 @@ func (m wireMode) String() string {
 // frameReader reads request payloads from a connection with one reusable
 // buffer. The unread bytes are buf[rpos:wpos]; len(buf) == cap(buf).
 type frameReader struct {
-	limit   int // 0: maxPayload
+	limit   int          // 0: maxPayload
+	budget  *frameBudget // nil: no shared bound on big buffers
+	held    int          // bytes of budget this reader holds
 	r       io.Reader
 	buf     []byte
 	rpos    int
@@ -262,7 +266,9 @@ func (fr *frameReader) fill(need, limit int) error {
 			}
 			return err
 		}
-		fr.makeRoom(need, limit)
+		if err := fr.makeRoom(need, limit); err != nil {
+			return err
+		}
 		n, err := fr.r.Read(fr.buf[fr.wpos:])
 		if n < 0 || n > len(fr.buf)-fr.wpos {
 			return io.ErrShortBuffer // broken reader; avoid corrupting the buffer
@@ -284,27 +290,34 @@ func (fr *frameReader) fill(need, limit int) error {
 // unread bytes to the front or growing the buffer towards (never beyond)
 // limit bytes. Growth doubles, and only when the buffer is full, so memory
 // tracks the bytes actually received, not a declared length.
-func (fr *frameReader) makeRoom(need, limit int) {
+func (fr *frameReader) makeRoom(need, limit int) error {
 	if fr.buf == nil {
 		fr.buf = make([]byte, frameBufSize)
 	}
 	if fr.wpos < len(fr.buf) && fr.rpos+need <= len(fr.buf) {
-		return
+		return nil
 	}
 	if fr.rpos > 0 {
 		fr.wpos = copy(fr.buf, fr.buf[fr.rpos:fr.wpos])
 		fr.rpos = 0
 		if fr.wpos < len(fr.buf) && need <= len(fr.buf) {
-			return
+			return nil
 		}
 	}
 	if fr.wpos < len(fr.buf) {
-		return // room to read more; grow when it is full
+		return nil // room to read more; grow when it is full
 	}
 	size := min(2*len(fr.buf), limit)
+	if extra := size - max(len(fr.buf), frameBufKeep); extra > 0 && fr.budget != nil {
+		if !fr.budget.acquire(extra, frameBudgetWait) {
+			return newError(codeRateLimited, "server is short of memory for large requests; retry later")
+		}
+		fr.held += extra
+	}
 	nb := make([]byte, size)
 	copy(nb, fr.buf[:fr.wpos])
 	fr.buf = nb
+	return nil
 }
 
 // maybeShrink replaces a buffer that grew large for one big frame by a
@@ -317,6 +330,66 @@ func (fr *frameReader) maybeShrink() {
 	fr.wpos = copy(nb, fr.buf[fr.rpos:fr.wpos])
 	fr.rpos = 0
 	fr.buf = nb
+	fr.releaseBudget()
+}
+
+// releaseBudget returns what the reader holds of the shared budget; the
+// connection calls it when it closes.
+func (fr *frameReader) releaseBudget() {
+	if fr.held > 0 {
+		fr.budget.release(fr.held)
+		fr.held = 0
+	}
+}
+
+// frameBudgetWait is how long a reader waits for budget before the request
+// is refused with RATE_LIMITED (and the connection closed, freeing its own).
+var frameBudgetWait = 5 * time.Second
+
+// frameBudget bounds the memory all connections together may hold in
+// request buffers beyond frameBufKeep each, so many clients sending 16 MiB
+// requests at once cannot exhaust memory.
+type frameBudget struct {
+	mu   sync.Mutex
+	free int
+	wake chan struct{} // closed and replaced on every release
+}
+
+func newFrameBudget(bytes int) *frameBudget {
+	return &frameBudget{free: bytes, wake: make(chan struct{})}
+}
+
+func (b *frameBudget) acquire(n int, wait time.Duration) bool {
+	var timer *time.Timer
+	for {
+		b.mu.Lock()
+		if b.free >= n {
+			b.free -= n
+			b.mu.Unlock()
+			if timer != nil {
+				timer.Stop()
+			}
+			return true
+		}
+		ch := b.wake
+		b.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(wait)
+		}
+		select {
+		case <-ch:
+		case <-timer.C:
+			return false
+		}
+	}
+}
+
+func (b *frameBudget) release(n int) {
+	b.mu.Lock()
+	b.free += n
+	close(b.wake)
+	b.wake = make(chan struct{})
+	b.mu.Unlock()
 }
 
 // appendFrame appends one outgoing frame carrying payload, in mode m.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"testing/iotest"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -651,5 +652,36 @@ func BenchmarkFrameEncode(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// Large request buffers come out of one budget shared by all connections:
+// a reader that cannot get budget in time fails with RATE_LIMITED, and a
+// reader that finishes its big frame gives its share back.
+func TestFrameBudget(t *testing.T) {
+	old := frameBudgetWait
+	frameBudgetWait = 50 * time.Millisecond
+	defer func() { frameBudgetWait = old }()
+	budget := newFrameBudget(1 << 20)
+	big := appendFrame(nil, modeBinary, []byte(`{"pad":"`+strings.Repeat("x", 900<<10)+`"}`))
+	a := newFrameReader(bytes.NewReader(append(append([]byte{}, big...), appendFrame(nil, modeBinary, []byte(`{}`))...)))
+	a.budget = budget
+	if _, err := a.next(); err != nil {
+		t.Fatalf("first big frame within budget: %v", err)
+	}
+	// a holds the budget until its buffer shrinks (at its next frame).
+	b := newFrameReader(bytes.NewReader(big))
+	b.budget = budget
+	var re *rcpError
+	if _, err := b.next(); !errors.As(err, &re) || re.Code != codeRateLimited {
+		t.Fatalf("second big frame over budget: %v", err)
+	}
+	if _, err := a.next(); err != nil {
+		t.Fatal(err)
+	}
+	c := newFrameReader(bytes.NewReader(big))
+	c.budget = budget
+	if _, err := c.next(); err != nil {
+		t.Fatalf("budget not returned after a's buffer shrank: %v", err)
 	}
 }

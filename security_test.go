@@ -387,3 +387,37 @@ func TestSIGTERMShutdown(t *testing.T) {
 	runSteps(t, c, []step{{op: "GET_INSTANCE", params: `{"instance_id":"t"}`,
 		want: `{"ctx":{"n":1},"created_at":"<int>","last_wal_offset":2,"machine":"ctr","state":"s","updated_at":"<int>","version":1}`}})
 }
+
+// A client that pipelines requests with big replies and reads none holds
+// at most maxQueuedBytes of replies in the server (plus the message being
+// encoded); its requests wait, and all replies arrive once it reads.
+func TestQueuedRepliesBounded(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	pad := strings.Repeat("x", 1<<20)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"big","initial_ctx":{"pad":"`+pad+`"}}`)
+	const n = 120 // 120 MiB of replies
+	go func() {
+		for i := 0; i < n; i++ {
+			c.send("GET_INSTANCE", `{"instance_id":"big"}`)
+		}
+		c.flush()
+	}()
+	time.Sleep(time.Second)
+	ts.srv.mu.Lock()
+	for sc := range ts.srv.conns {
+		sc.gate.mu.Lock()
+		q := sc.gate.queued
+		sc.gate.mu.Unlock()
+		if q > maxQueuedBytes+(2<<20) {
+			t.Errorf("a connection has %d MiB of replies queued", q>>20)
+		}
+	}
+	ts.srv.mu.Unlock()
+	for i := 0; i < n; i++ {
+		if m, err := c.recv(); err != nil || m.Status != "ok" {
+			t.Fatalf("reply %d: %v", i, err)
+		}
+	}
+}

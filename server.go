@@ -34,9 +34,10 @@ type server struct {
 	lastCompact atomic.Int64  // Unix ms of the last compaction
 	compactedAt atomic.Uint64 // LSN the newest snapshot covers
 
-	hub       *watchHub
-	metrics   *metrics
-	tlsConfig *tls.Config
+	hub         *watchHub
+	frameBudget *frameBudget // shared bound on large request buffers
+	metrics     *metrics
+	tlsConfig   *tls.Config
 
 	ln      net.Listener
 	mu      sync.Mutex
@@ -51,6 +52,10 @@ type server struct {
 	recBuf []byte // record encoding buffer; guarded by st.mu
 }
 
+// largeRequestBudget is the memory all connections together may hold for
+// request frames larger than a small buffer: 16 full-size requests at once.
+const largeRequestBudget = 16 * maxPayload
+
 // slowFsync is when a group commit's fdatasync is worth a log line.
 const slowFsync = 500 * time.Millisecond
 
@@ -61,6 +66,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	}
 	s := &server{
 		cfg: cfg, logger: logger, conns: map[*conn]struct{}{}, metrics: newMetrics(),
+		frameBudget: newFrameBudget(largeRequestBudget),
 	}
 	if cfg.TLSEnabled {
 		tc, err := buildTLSConfig(cfg)
@@ -310,6 +316,8 @@ type conn struct {
 	lastActivity atomic.Int64  // Unix ns of the last request or event
 
 	watch connWatch
+	gate  byteGate      // bytes queued on out
+	dead  chan struct{} // closed when the writer stops: nobody drains out
 
 	// Touched only by the reader goroutine (handlers run there).
 	switchTo     *wireMode
@@ -317,6 +325,50 @@ type conn struct {
 	authed       bool
 	authFailures int
 	scratch      []byte
+}
+
+// maxQueuedBytes bounds what one connection may have queued for sending
+// (replies and events) while its client is not reading: the reader and the
+// pump wait for the writer beyond it. A single larger message still goes.
+const maxQueuedBytes = 32 << 20
+
+// byteGate counts queued bytes against maxQueuedBytes.
+type byteGate struct {
+	mu     sync.Mutex
+	queued int
+	wake   chan struct{} // closed and replaced when bytes are released
+}
+
+// acquire waits until n more bytes fit (or nothing is queued), or quit.
+func (g *byteGate) acquire(n int, quit <-chan struct{}) bool {
+	for {
+		g.mu.Lock()
+		if g.queued == 0 || g.queued+n <= maxQueuedBytes {
+			g.queued += n
+			g.mu.Unlock()
+			return true
+		}
+		if g.wake == nil {
+			g.wake = make(chan struct{})
+		}
+		ch := g.wake
+		g.mu.Unlock()
+		select {
+		case <-ch:
+		case <-quit:
+			return false
+		}
+	}
+}
+
+func (g *byteGate) release(n int) {
+	g.mu.Lock()
+	g.queued -= n
+	if g.wake != nil {
+		close(g.wake)
+		g.wake = nil
+	}
+	g.mu.Unlock()
 }
 
 type outMsg struct {
@@ -327,8 +379,9 @@ type outMsg struct {
 
 func (s *server) newConn(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fr: newFrameReader(nc),
-		out: make(chan outMsg, 256), quit: make(chan struct{})}
+		out: make(chan outMsg, 256), quit: make(chan struct{}), dead: make(chan struct{})}
 	c.fr.setLimit(s.cfg.MaxFrameBytes)
+	c.fr.budget = s.frameBudget
 	c.lastActivity.Store(time.Now().UnixNano())
 	return c
 }
@@ -336,6 +389,7 @@ func (s *server) newConn(nc net.Conn) *conn {
 func (c *conn) readLoop() {
 	defer c.s.wg.Done()
 	defer func() {
+		c.fr.releaseBudget()
 		close(c.quit)
 		c.dropSubscriptions()
 		c.watch.done.Wait()
@@ -353,7 +407,7 @@ func (c *conn) readLoop() {
 			switch {
 			case errors.As(err, &re):
 				// Malformed input: one error frame, then close.
-				c.out <- outMsg{buf: c.encodeError(nil, re), close: true}
+				c.enqueue(outMsg{buf: c.encodeError(nil, re), close: true})
 			case errors.As(err, &ne) && ne.Timeout() && !c.s.isClosing():
 				// Idle only if nothing was sent either (events keep a
 				// subscriber alive).
@@ -366,7 +420,7 @@ func (c *conn) readLoop() {
 		}
 		c.lastActivity.Store(time.Now().UnixNano())
 		msg := c.handle(payload)
-		c.out <- msg
+		c.enqueue(msg)
 		c.activateSubscriptions()
 		if c.switchTo != nil {
 			c.fr.setMode(*c.switchTo)
@@ -379,9 +433,17 @@ func (c *conn) readLoop() {
 	}
 }
 
+// enqueue queues a reply for the writer, waiting while too many bytes are
+// queued already (a client that does not read holds its own requests back).
+func (c *conn) enqueue(m outMsg) {
+	c.gate.acquire(len(m.buf), c.dead)
+	c.out <- m
+}
+
 func (c *conn) writeLoop() {
 	defer c.s.wg.Done()
 	defer func() {
+		close(c.dead)
 		c.nc.Close()
 		for range c.out { // let the reader and pump finish if blocked on us
 		}
@@ -411,7 +473,9 @@ func (c *conn) writeLoop() {
 			// timeout instead of holding memory forever.
 			c.nc.SetWriteDeadline(time.Now().Add(idle))
 		}
-		if _, err := bw.Write(m.buf); err != nil {
+		_, err := bw.Write(m.buf)
+		c.gate.release(len(m.buf))
+		if err != nil {
 			return
 		}
 		if m.close || len(c.out) == 0 {

@@ -339,6 +339,10 @@ func (c *conn) pump() {
 						buf = encAppendString(buf, sub.id)
 						buf = append(buf, body...)
 						frame := appendFrame(nil, wireMode(c.outMode.Load()), buf)
+						if !c.gate.acquire(len(frame), c.quit) {
+							quit = true
+							return false
+						}
 						select {
 						case c.out <- outMsg{buf: frame}:
 							c.s.metrics.eventsForwarded(sub.kind, 1)
