@@ -457,9 +457,15 @@ func TestHostileInput(t *testing.T) {
 		}
 	}
 	peak := hostileVm(pid, "VmHWM")
-	t.Logf("server peak RSS over the suite: %d kB (limit %d kB)", peak, hostileMemLimitKB)
-	if peak > hostileMemLimitKB {
-		t.Errorf("server peak RSS %d kB over the %d kB bound", peak, hostileMemLimitKB)
+	limit := int64(hostileMemLimitKB)
+	if raceEnabled {
+		// The race detector's shadow memory multiplies the heap several
+		// times; the bound itself is checked by the plain `go test` run.
+		limit *= 3
+	}
+	t.Logf("server peak RSS over the suite: %d kB (limit %d kB)", peak, limit)
+	if peak > limit {
+		t.Errorf("server peak RSS %d kB over the %d kB bound", peak, limit)
 	}
 }
 
