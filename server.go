@@ -494,12 +494,14 @@ func (c *conn) writeLoop() {
 // Malformed JSON closes the connection (after the error); an envelope that
 // is JSON but wrong is a BAD_REQUEST and the connection stays open.
 func (c *conn) handle(payload []byte) outMsg {
-	if !paramJSONValid(payload) {
-		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request is not valid JSON")), close: true}
-	}
-	if t := paramTrim(payload); t[0] != '{' {
+	if t := paramTrim(payload); len(t) == 0 || t[0] != '{' {
+		if !paramJSONValid(payload) {
+			return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request is not valid JSON")), close: true}
+		}
 		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request must be a JSON object"))}
 	}
+	// One pass: the scanner validates everything it walks over, params
+	// included, so malformed JSON anywhere is caught here.
 	var idRaw, opRaw, params []byte
 	sc, _ := scanObject(payload)
 	for sc.next() {
@@ -511,6 +513,9 @@ func (c *conn) handle(payload []byte) outMsg {
 		case "params":
 			params = sc.val
 		}
+	}
+	if sc.err != nil {
+		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request is not valid JSON")), close: true}
 	}
 	id, err := parseJSONString(idRaw)
 	if idRaw == nil || err != nil {
