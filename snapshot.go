@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -438,6 +439,7 @@ func loadNewestSnapshot(dir string, idemTTL int64) (*state, string, error) {
 	if err != nil {
 		return nil, "", err
 	}
+	defer debug.SetGCPercent(debug.SetGCPercent(400)) // as in replayInto
 	st, err := decodeSnapshot(data, idemTTL)
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", paths[0], err)
