@@ -547,7 +547,11 @@ func (c *conn) handle(payload []byte) outMsg {
 	}
 	if rerr != nil {
 		c.s.metrics.request(opName, rerr.Code, time.Since(start))
-		return outMsg{buf: c.encodeError(&id, rerr), lsn: c.s.readLSN()}
+		lsn := c.s.readLSN() // an error can describe state too (not found, conflict)
+		if rerr.Code == codeWALIOError {
+			lsn = 0 // the log is what failed: nothing to wait for
+		}
+		return outMsg{buf: c.encodeError(&id, rerr), lsn: lsn}
 	}
 	c.s.metrics.request(opName, "", time.Since(start))
 	return outMsg{buf: c.encodeReply(id, r), lsn: r.lsn, close: c.closing}

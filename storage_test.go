@@ -2,10 +2,12 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -132,4 +134,44 @@ func TestDamagedSnapshotRefused(t *testing.T) {
 	data[len(data)/2] ^= 0xff
 	os.WriteFile(snaps[0], data, 0o644)
 	ts.start()
+}
+
+// A failed fdatasync is fatal: the write waiting on it is never
+// acknowledged, the server's fatal hook runs (the real one exits non-zero),
+// and later writes fail with WAL_IO_ERROR instead of being accepted.
+func TestFsyncFailureIsFatal(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	fatal := make(chan error, 4)
+	ts.srv.fatal = func(err error) { fatal <- err }
+	w := ts.srv.log
+	w.mu.Lock()
+	w.fdatasync = func(int) error { return syscall.EIO }
+	w.mu.Unlock()
+	c.send("CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"lost"}`)
+	c.flush()
+	select {
+	case err := <-fatal:
+		if !errors.Is(err, syscall.EIO) {
+			t.Errorf("fatal error %v, want EIO", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("fsync failure was not fatal")
+	}
+	c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+	if m, err := c.recv(); err == nil {
+		t.Errorf("write acknowledged after a failed fsync: %s", m.Raw)
+	}
+	c2 := ts.dial()
+	m := call(t, c2, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"later"}`)
+	if m.Error == nil || m.Error.Code != codeWALIOError || !m.Error.Retryable {
+		t.Errorf("write after fsync failure: %s", m.Raw)
+	}
+	// Shut down without the restart check: the live state holds writes
+	// that were never durable, which is exactly why the real server exits.
+	ts.srv.fatal = func(error) {}
+	ts.srv.close()
+	<-ts.done
+	ts.srv = nil
 }
