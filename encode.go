@@ -200,6 +200,15 @@ func ctxMerge(ctx, payload []byte) []byte {
 	return append(out, '}')
 }
 
+// compactJSON returns v (a validated JSON value the caller owns) without
+// insignificant whitespace, reusing v when it has none.
+func compactJSON(v []byte) []byte {
+	if bytes.IndexAny(v, " \t\n\r") < 0 {
+		return v
+	}
+	return ctxAppendCompact(make([]byte, 0, len(v)), v)
+}
+
 // ctxAppendCompact appends a valid JSON value without insignificant
 // whitespace.
 func ctxAppendCompact(dst, v []byte) []byte {

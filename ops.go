@@ -371,7 +371,7 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 			with("instance_id", p.InstanceID).with("current_state", inst.state).with("event", p.Event)
 	}
 	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Machine: inst.mv.name, Version: inst.mv.version, Event: p.Event, FromState: inst.state, ToState: to,
-		Payload: ctxMerge(nil, p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
+		Payload: compactJSON(p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
 	if p.IdempotencyKey != nil {
 		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash
 	}
