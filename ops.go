@@ -190,6 +190,24 @@ func optU64(p *uint64) string {
 	return strconv.FormatUint(*p, 10)
 }
 
+// idemCheck looks up an idempotency key for a write op: an earlier result
+// to return (same params), a CONFLICT (different params), or nothing, in
+// which case the hash goes into the new record. hashParams runs only when
+// a key is given.
+func (s *server) idemCheck(typ uint8, key *string, now int64, hashParams func() string) (string, *idemEntry, *rcpError) {
+	if key == nil {
+		return "", nil, nil
+	}
+	hash := hashParams()
+	if e := s.st.idemLookup(typ, *key, now); e != nil {
+		if e.hash != hash {
+			return "", nil, idemConflict(*key)
+		}
+		return hash, e, nil
+	}
+	return hash, nil, nil
+}
+
 func idemConflict(key string) *rcpError {
 	return newError(codeConflict, "idempotency key '%s' was already used with different parameters", key).
 		with("idempotency_key", key)
@@ -294,15 +312,11 @@ type prepared struct {
 
 func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpError) {
 	st := s.st
-	var hash string
-	if p.IdempotencyKey != nil {
-		hash = paramsHash(optStr(p.InstanceID), p.Machine, strconv.FormatUint(uint64(p.Version), 10), string(ctxCanonical(p.InitialCtx)))
-		if e := st.idemLookup(recCreateInstance, *p.IdempotencyKey, now); e != nil {
-			if e.hash != hash {
-				return prepared{}, idemConflict(*p.IdempotencyKey)
-			}
-			return prepared{cached: e}, nil
-		}
+	hash, cached, err := s.idemCheck(recCreateInstance, p.IdempotencyKey, now, func() string {
+		return paramsHash(optStr(p.InstanceID), p.Machine, strconv.FormatUint(uint64(p.Version), 10), string(ctxCanonical(p.InitialCtx)))
+	})
+	if err != nil || cached != nil {
+		return prepared{cached: cached}, err
 	}
 	id := ""
 	if p.InstanceID != nil {
@@ -324,23 +338,17 @@ func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpE
 	}
 	r := &record{typ: recCreateInstance, Time: now, Machine: p.Machine, Version: p.Version, InstanceID: id,
 		InitialState: mv.initial, InitialCtx: ctxMerge(nil, p.InitialCtx)}
-	if p.IdempotencyKey != nil {
-		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash
-	}
+	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
 
 func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError) {
 	st := s.st
-	var hash string
-	if p.IdempotencyKey != nil {
-		hash = paramsHash(p.InstanceID, p.Event, string(ctxCanonical(p.Payload)), optStr(p.ExpectedState), optU64(p.ExpectedWalOffset), optStr(p.EventID))
-		if e := st.idemLookup(recApplyEvent, *p.IdempotencyKey, now); e != nil {
-			if e.hash != hash {
-				return prepared{}, idemConflict(*p.IdempotencyKey)
-			}
-			return prepared{cached: e}, nil
-		}
+	hash, cached, err := s.idemCheck(recApplyEvent, p.IdempotencyKey, now, func() string {
+		return paramsHash(p.InstanceID, p.Event, string(ctxCanonical(p.Payload)), optStr(p.ExpectedState), optU64(p.ExpectedWalOffset), optStr(p.EventID))
+	})
+	if err != nil || cached != nil {
+		return prepared{cached: cached}, err
 	}
 	inst := st.instances[p.InstanceID]
 	if inst == nil {
@@ -372,31 +380,21 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 	}
 	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Machine: inst.mv.name, Version: inst.mv.version, Event: p.Event, FromState: inst.state, ToState: to,
 		Payload: compactJSON(p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
-	if p.IdempotencyKey != nil {
-		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash
-	}
+	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
 
 func (s *server) prepDelete(p *DeleteInstanceParams, now int64) (prepared, *rcpError) {
 	st := s.st
-	var hash string
-	if p.IdempotencyKey != nil {
-		hash = paramsHash(p.InstanceID)
-		if e := st.idemLookup(recDeleteInstance, *p.IdempotencyKey, now); e != nil {
-			if e.hash != hash {
-				return prepared{}, idemConflict(*p.IdempotencyKey)
-			}
-			return prepared{cached: e}, nil
-		}
+	hash, cached, err := s.idemCheck(recDeleteInstance, p.IdempotencyKey, now, func() string { return paramsHash(p.InstanceID) })
+	if err != nil || cached != nil {
+		return prepared{cached: cached}, err
 	}
 	if st.instances[p.InstanceID] == nil {
 		return prepared{}, instanceNotFound(p.InstanceID)
 	}
 	r := &record{typ: recDeleteInstance, Time: now, InstanceID: p.InstanceID}
-	if p.IdempotencyKey != nil {
-		r.IdemKey, r.IdemHash = *p.IdempotencyKey, hash
-	}
+	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
 
