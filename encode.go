@@ -135,9 +135,9 @@ func canonValue(dst []byte, v any) []byte {
 
 // ctxMerge returns ctx with every top-level key of payload overwritten
 // (a shallow merge; nested objects are replaced whole, null sets a key to
-// null). Both are JSON objects already validated by the decoder. It works
-// on the bytes: members keep their order (new keys are appended), values
-// are copied compacted, and a key repeated in ctx keeps only its last
+// null). Both are compact JSON objects (compactJSON), already validated. It
+// works on the bytes: members keep their order (new keys are appended),
+// values are copied as they are, and a repeated key keeps only its last
 // value, so the result is compact, valid and deterministic.
 func ctxMerge(ctx, payload []byte) []byte {
 	if len(payload) == 0 {
@@ -195,7 +195,7 @@ func ctxMerge(ctx, payload []byte) []byte {
 		}
 		out = encAppendString(out, string(m.key))
 		out = append(out, ':')
-		out = ctxAppendCompact(out, m.val)
+		out = append(out, m.val...)
 	}
 	return append(out, '}')
 }

@@ -337,7 +337,7 @@ func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpE
 		return prepared{}, s.machineNotFound(p.Machine, p.Version)
 	}
 	r := &record{typ: recCreateInstance, Time: now, Machine: p.Machine, Version: p.Version, InstanceID: id,
-		InitialState: mv.initial, InitialCtx: ctxMerge(nil, p.InitialCtx)}
+		InitialState: mv.initial, InitialCtx: ctxMerge(nil, compactJSON(p.InitialCtx))}
 	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
@@ -378,8 +378,9 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 		return prepared{}, newError(codeGuardFailed, "no transition for event '%s' from state '%s' passed its guard", p.Event, inst.state).
 			with("instance_id", p.InstanceID).with("current_state", inst.state).with("event", p.Event)
 	}
+	payload := compactJSON(p.Payload)
 	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Machine: inst.mv.name, Version: inst.mv.version, Event: p.Event, FromState: inst.state, ToState: to,
-		Payload: compactJSON(p.Payload), Ctx: ctxMerge(inst.ctx, p.Payload), EventID: optStrEmpty(p.EventID)}
+		Payload: payload, Ctx: ctxMerge(inst.ctx, payload), EventID: optStrEmpty(p.EventID)}
 	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
