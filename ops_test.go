@@ -277,3 +277,20 @@ func TestNoInstanceRecreate(t *testing.T) {
 	ts.restart()
 	runSteps(t, ts.dial(), []step{again})
 }
+
+// ctx is stored compact whatever whitespace the client sent, and a key
+// repeated in a payload keeps its last value.
+func TestCtxCompaction(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", "{\"machine\":\"ctr\",\"version\":1,\"instance_id\":\"w\",\"initial_ctx\":{ \"a\" : [ 1, 2 ],\n\t\"s\": \"x y\" }}")
+	m := call(t, c, "APPLY_EVENT", "{\"instance_id\":\"w\",\"event\":\"INC\",\"payload\":{ \"b\" : { \"c\" : \"d e\" }, \"a\": 3, \"a\": 4 }}")
+	var r struct {
+		Ctx json.RawMessage `json:"ctx"`
+	}
+	json.Unmarshal(m.Result, &r)
+	if want := `{"a":4,"s":"x y","b":{"c":"d e"}}`; string(r.Ctx) != want {
+		t.Errorf("ctx %s, want %s", r.Ctx, want)
+	}
+}
