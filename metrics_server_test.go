@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 )
 
 // A real server with metrics enabled, scraped over HTTP after a known
@@ -37,13 +38,6 @@ func TestMetricsAfterWorkload(t *testing.T) {
 	mustOK(t, c, "APPLY_EVENT", `{"instance_id":"m1","event":"INC"}`)
 	recvEvents(t, w, 2)
 
-	resp, err := http.Get("http://" + mln.Addr().String() + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	p := metricsParse(t, string(body))
 	want := map[string]float64{
 		metricsKey("rstmdb_requests_total", "operation", "PING"):            2,
 		metricsKey("rstmdb_requests_total", "operation", "PUT_MACHINE"):     1,
@@ -66,6 +60,28 @@ func TestMetricsAfterWorkload(t *testing.T) {
 		metricsKey("rstmdb_wal_entries"):                                    11,
 		metricsKey("rstmdb_wal_last_offset"):                                11,
 		metricsKey("rstmdb_wal_writes_total"):                               11,
+	}
+	// The event counters move just after an event is handed to its
+	// connection, so the client can see the event a moment before the
+	// count: scrape until they agree (briefly).
+	var p metricsParsed
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		resp, err := http.Get("http://" + mln.Addr().String() + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		p = metricsParse(t, string(body))
+		same := true
+		for k, v := range want {
+			if p.values[k] != v {
+				same = false
+			}
+		}
+		if same || time.Now().After(deadline) {
+			break
+		}
 	}
 	for k, v := range want {
 		if got, ok := p.values[k]; !ok || got != v {
