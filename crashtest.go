@@ -137,6 +137,8 @@ func crashCall(c *client, op, params string) (json.RawMessage, error) {
 	if params != "" {
 		p = params
 	}
+	// A server that stops answering fails the run instead of hanging it.
+	c.nc.SetDeadline(time.Now().Add(30 * time.Second))
 	m, err := c.call(op, p)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", op, err)
