@@ -236,55 +236,39 @@ func (p *guardParser) enter() error {
 }
 
 func (p *guardParser) parseOr() (*guardNode, error) {
-	first, err := p.parseAnd()
-	if err != nil {
-		return nil, err
-	}
-	var kids []*guardNode
-	for {
-		p.skipSpace()
-		if !p.consume("||") {
-			break
-		}
-		next, err := p.parseAnd()
-		if err != nil {
-			return nil, err
-		}
-		if kids == nil {
-			kids = guardAppendFlat(kids, first, guardOr)
-		}
-		kids = guardAppendFlat(kids, next, guardOr)
-	}
-	if kids == nil {
-		return first, nil
-	}
-	return &guardNode{kind: guardOr, kids: kids}, nil
+	return p.parseChain("||", guardOr, p.parseAnd)
 }
 
 func (p *guardParser) parseAnd() (*guardNode, error) {
-	first, err := p.parseUnary()
+	return p.parseChain("&&", guardAnd, p.parseUnary)
+}
+
+// parseChain parses operand (op operand)*, left-associative, as one node of
+// kind with the operands flattened into it.
+func (p *guardParser) parseChain(op string, kind guardKind, operand func() (*guardNode, error)) (*guardNode, error) {
+	first, err := operand()
 	if err != nil {
 		return nil, err
 	}
 	var kids []*guardNode
 	for {
 		p.skipSpace()
-		if !p.consume("&&") {
+		if !p.consume(op) {
 			break
 		}
-		next, err := p.parseUnary()
+		next, err := operand()
 		if err != nil {
 			return nil, err
 		}
 		if kids == nil {
-			kids = guardAppendFlat(kids, first, guardAnd)
+			kids = guardAppendFlat(kids, first, kind)
 		}
-		kids = guardAppendFlat(kids, next, guardAnd)
+		kids = guardAppendFlat(kids, next, kind)
 	}
 	if kids == nil {
 		return first, nil
 	}
-	return &guardNode{kind: guardAnd, kids: kids}, nil
+	return &guardNode{kind: kind, kids: kids}, nil
 }
 
 // guardAppendFlat appends n to kids, splicing in n's children when n has the
