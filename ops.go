@@ -263,15 +263,16 @@ func (s *server) machineNotFound(name string, version uint32) *rcpError {
 
 func (s *server) handleGetMachine(c *conn, p *GetMachineParams) (reply, *rcpError) {
 	s.st.mu.RLock()
-	defer s.st.mu.RUnlock()
-	mv := s.st.machines[p.Machine][p.Version]
+	mv := s.st.machines[p.Machine][p.Version] // compiled machines are immutable
+	lsn := s.readLSN()
+	s.st.mu.RUnlock()
 	if mv == nil {
 		return reply{}, s.machineNotFound(p.Machine, p.Version)
 	}
 	return reply{result: encMarshal(struct {
 		Checksum   string          `json:"checksum"`
 		Definition json.RawMessage `json:"definition"`
-	}{mv.checksum, mv.def}), lsn: s.readLSN()}, nil
+	}{mv.checksum, mv.def}), lsn: lsn}, nil
 }
 
 func (s *server) handleListMachines(c *conn, p *ListMachinesParams) (reply, *rcpError) {
@@ -439,9 +440,12 @@ func (s *server) handleDeleteInstance(c *conn, p *DeleteInstanceParams) (reply, 
 }
 
 func (s *server) handleGetInstance(c *conn, p *GetInstanceParams) (reply, *rcpError) {
+	// Instances are never modified in place, so the result is encoded
+	// after the lock is released.
 	s.st.mu.RLock()
-	defer s.st.mu.RUnlock()
 	in := s.st.instances[p.InstanceID]
+	lsn := s.readLSN()
+	s.st.mu.RUnlock()
 	if in == nil {
 		return reply{}, instanceNotFound(p.InstanceID)
 	}
@@ -454,7 +458,7 @@ func (s *server) handleGetInstance(c *conn, p *GetInstanceParams) (reply, *rcpEr
 		State         string          `json:"state"`
 		UpdatedAt     int64           `json:"updated_at"`
 		Version       uint32          `json:"version"`
-	}{in.ctx, in.createdAt, in.lastEventID, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version}), lsn: s.readLSN()}, nil
+	}{in.ctx, in.createdAt, in.lastEventID, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version}), lsn: lsn}, nil
 }
 
 func (s *server) handleListInstances(c *conn, p *ListInstancesParams) (reply, *rcpError) {
