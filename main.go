@@ -21,6 +21,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 )
 
@@ -91,6 +92,17 @@ func cmdServe(args []string, stderr io.Writer) int {
 		}
 		pprof.StartCPUProfile(f)
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
+	// STMDB_TRACE=FILE records a runtime execution trace (go tool trace):
+	// where requests wait, not only where CPU goes.
+	if path := os.Getenv("STMDB_TRACE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			fmt.Fprintf(stderr, "stmdb: STMDB_TRACE: %v\n", err)
+			return 2
+		}
+		trace.Start(f)
+		defer func() { trace.Stop(); f.Close() }()
 	}
 	logger, err := newLogger(cfg, stderr)
 	if err != nil {

@@ -16,14 +16,7 @@ func mmapReadOnly(fd int, size int64) ([]byte, error) {
 	return unix.Mmap(fd, 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
 }
 
-// mmapReadWrite maps size bytes of fd shared and writable: appends copy
-// records straight into preallocated (fallocated, never sparse) space,
-// with no system call, and fdatasync writes the dirtied pages back.
-func mmapReadWrite(fd int, size int64) ([]byte, error) {
-	return unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
-}
-
-// mmapUnmap releases a mapping made by mmapReadOnly or mmapReadWrite.
+// mmapUnmap releases a mapping made by mmapReadOnly.
 func mmapUnmap(b []byte) error {
 	if len(b) == 0 {
 		return nil

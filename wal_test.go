@@ -1006,22 +1006,42 @@ func TestWALDirectoryLock(t *testing.T) {
 }
 
 func TestWALWriteFailureIsSticky(t *testing.T) {
-	dir := t.TempDir()
-	w := walTestOpen(t, dir, walOptions{})
-	last := walTestAppend(t, w, 5)
-	w.writeAt = func(*os.File, []byte, int64) (int, error) { return 3, syscall.EIO }
-	if _, err := w.append(1, []byte("x")); !errors.Is(err, walErrIO) {
-		t.Fatalf("append = %v, want walErrIO", err)
-	}
-	w.writeAt = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
-	if _, err := w.append(1, []byte("x")); !errors.Is(err, walErrIO) {
-		t.Fatalf("append after a failed write = %v, want the sticky walErrIO", err)
-	}
-	w.close()
-	w = walTestOpen(t, dir, walOptions{})
-	defer walTestClose(t, w)
-	if diff := cmp.Diff(walTestWant(1, last), walTestReadAll(t, w, 0)); diff != "" {
-		t.Errorf("after reopen (-want +got):\n%s", diff)
+	// every_write: append only queues the record, so the failed pwrite
+	// surfaces in waitDurable; the other policies write in append.
+	for _, policy := range []fsyncPolicy{{Kind: "every_write"}, {Kind: "never"}} {
+		t.Run(policy.Kind, func(t *testing.T) {
+			dir := t.TempDir()
+			w := walTestOpen(t, dir, walOptions{Policy: policy})
+			last := walTestAppend(t, w, 5)
+			if err := w.sync(); err != nil {
+				t.Fatal(err)
+			}
+			w.writeAt = func(*os.File, []byte, int64) (int, error) { return 3, syscall.EIO }
+			lsn, err := w.append(1, []byte("x"))
+			if policy.Kind == "every_write" {
+				if err != nil {
+					t.Fatalf("append = %v, want the record queued", err)
+				}
+				if err := w.waitDurable(lsn); !errors.Is(err, walErrIO) {
+					t.Fatalf("waitDurable after a failed write = %v, want walErrIO", err)
+				}
+			} else if !errors.Is(err, walErrIO) {
+				t.Fatalf("append = %v, want walErrIO", err)
+			}
+			w.writeAt = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
+			if _, err := w.append(1, []byte("x")); !errors.Is(err, walErrIO) {
+				t.Fatalf("append after a failed write = %v, want the sticky walErrIO", err)
+			}
+			if err := w.sync(); !errors.Is(err, walErrIO) {
+				t.Fatalf("sync after a failed write = %v, want the sticky walErrIO", err)
+			}
+			w.close()
+			w = walTestOpen(t, dir, walOptions{})
+			defer walTestClose(t, w)
+			if diff := cmp.Diff(walTestWant(1, last), walTestReadAll(t, w, 0)); diff != "" {
+				t.Errorf("after reopen (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
