@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"hash/crc32"
 	"io"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -396,6 +397,7 @@ func (b *frameBudget) release(n int) {
 // Binary frames have version 1, flags CRC_PRESENT and no extension. The
 // caller keeps payloads within maxPayload; the peer rejects larger ones.
 func appendFrame(dst []byte, m wireMode, payload []byte) []byte {
+	dst = slices.Grow(dst, 20+len(payload)) // one allocation, not one per append
 	if m == modeJSONL {
 		dst = append(dst, payload...)
 		return append(dst, '\n')
