@@ -29,9 +29,13 @@ import (
 // response is decoded.
 //
 // --op fsync-baseline measures the disk instead of a server: write a
-// record-sized block and fdatasync it, in a loop, in a file under --dir. That
-// is what a server that syncs every write on its own can do at best, the
-// baseline for the group-commit ratio.
+// record-sized block and fdatasync it, in a loop, in a file under --dir: the
+// most a server that syncs every write on its own can acknowledge, the
+// baseline for the group-commit ratio. --baseline append writes each block
+// at the end of a growing file, as a log without preallocation does (every
+// fdatasync then also commits the new file size); --baseline prealloc
+// writes into a preallocated, zero-filled file, the best case for such a
+// server on that disk.
 
 const (
 	benchMachine        = "stmdb-bench"
@@ -70,6 +74,7 @@ type benchConfig struct {
 	jsonOut      bool
 	hello        bool
 	dir          string
+	baseline     string
 	timeout      time.Duration
 	progress     time.Duration
 }
@@ -91,6 +96,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as one JSON object")
 	fs.BoolVar(&cfg.hello, "hello", true, "send HELLO (protocol 1, binary_json) on every connection")
 	fs.StringVar(&cfg.dir, "dir", ".", "fsync-baseline: directory for the scratch file (put it on the server's data disk)")
+	fs.StringVar(&cfg.baseline, "baseline", "append", "fsync-baseline: append (each write extends the file) or prealloc (writes into a preallocated, zero-filled file)")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "dial timeout, and how long a response may take before the connection is declared dead")
 	fs.DurationVar(&cfg.progress, "progress", time.Second, "progress line interval on stderr (0: none)")
 	if err := fs.Parse(args); err != nil {
@@ -135,6 +141,9 @@ func (c *benchConfig) validate() error {
 	case "apply", "get", "create", "ping", "mix", "fsync-baseline":
 	default:
 		return fmt.Errorf("--op %q: want apply, get, create, ping, mix or fsync-baseline", c.op)
+	}
+	if c.baseline != "append" && c.baseline != "prealloc" {
+		return fmt.Errorf("--baseline %q: want append or prealloc", c.baseline)
 	}
 	switch {
 	case c.conns < 1 || c.conns > 4096:
@@ -244,6 +253,7 @@ type benchLatency struct {
 
 type benchReport struct {
 	Op             string            `json:"op"`
+	Baseline       string            `json:"baseline,omitempty"` // fsync-baseline: append or prealloc
 	Addr           string            `json:"addr,omitempty"`
 	Conns          int               `json:"conns"`
 	Pipeline       int               `json:"pipeline"`
@@ -278,7 +288,7 @@ func (r *benchReport) fill(h *benchHist) {
 
 func (r *benchReport) print(w io.Writer) {
 	if r.Op == "fsync-baseline" {
-		fmt.Fprintf(w, "fsync-baseline: %d writes of %d bytes, each followed by fdatasync, in %.2fs\n", r.Ops, r.PayloadBytes, r.ElapsedSec)
+		fmt.Fprintf(w, "fsync-baseline (%s): %d writes of %d bytes, each followed by fdatasync, in %.2fs\n", r.Baseline, r.Ops, r.PayloadBytes, r.ElapsedSec)
 	} else {
 		fmt.Fprintf(w, "%s against %s: %d conns x pipeline %d, %d instances, %d-byte payloads\n",
 			r.Op, r.Addr, r.Conns, r.Pipeline, r.Instances, r.PayloadBytes)
@@ -869,8 +879,16 @@ func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error
 	defer f.Close()
 	const fileSize = 64 << 20
 	fd := int(f.Fd())
-	if err := mmapFallocate(fd, fileSize); err != nil {
-		return nil, fmt.Errorf("preallocate %s: %w", filepath.Base(f.Name()), err)
+	if cfg.baseline == "prealloc" {
+		if err := mmapFallocate(fd, fileSize); err != nil {
+			return nil, fmt.Errorf("preallocate %s: %w", filepath.Base(f.Name()), err)
+		}
+		zeros := make([]byte, 1<<20)
+		for off := int64(0); off < fileSize; off += int64(len(zeros)) {
+			if _, err := f.WriteAt(zeros, off); err != nil {
+				return nil, err
+			}
+		}
 	}
 	if err := mmapFdatasync(fd); err != nil {
 		return nil, err
@@ -905,6 +923,11 @@ func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error
 			break
 		}
 		if off+int64(len(rec)) > fileSize {
+			if cfg.baseline == "append" {
+				if err := f.Truncate(0); err != nil {
+					return nil, err
+				}
+			}
 			off = 0
 		}
 		if _, err := f.WriteAt(rec, off); err != nil {
@@ -927,7 +950,7 @@ func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error
 		elapsed = max(last.Sub(measureStart), 0)
 	}
 	rep := &benchReport{
-		Op: "fsync-baseline", Conns: 1, Pipeline: 1, PayloadBytes: cfg.payloadBytes, WarmupSec: cfg.warmup.Seconds(),
+		Op: "fsync-baseline", Baseline: cfg.baseline, Conns: 1, Pipeline: 1, PayloadBytes: cfg.payloadBytes, WarmupSec: cfg.warmup.Seconds(),
 		ElapsedSec: math.Round(elapsed.Seconds()*1000) / 1000, Ops: ops, Errors: map[string]uint64{},
 	}
 	rep.fill(&h)

@@ -90,7 +90,9 @@ func benchOpen(tb testing.TB, policy string, n, ctxBytes int) (*server, []string
 // request's own CPU, so they run under policy never (no committer) with
 // its per-record pwrite taken out.
 func benchDiscardWrites(s *server) {
+	s.log.mu.Lock()
 	s.log.writeAt = func(_ *os.File, b []byte, _ int64) (int, error) { return len(b), nil }
+	s.log.mu.Unlock()
 }
 
 // BenchmarkApplyEventHandler is the APPLY_EVENT handler on its own: state
@@ -343,6 +345,30 @@ func TestBenchTool(t *testing.T) {
 	var rep benchReport
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Ops != 500 {
 		t.Errorf("-n 500: got %d ops (%v): %s", rep.Ops, err, out.String())
+	}
+}
+
+// TestBenchFsyncBaseline runs both baselines: each write is synced, the
+// append file grows by one block per write, and the scratch file is gone
+// afterwards.
+func TestBenchFsyncBaseline(t *testing.T) {
+	for _, mode := range []string{"append", "prealloc"} {
+		dir := t.TempDir()
+		var out, errb bytes.Buffer
+		if code := benchMain([]string{"--op", "fsync-baseline", "--baseline", mode, "--dir", dir, "-n", "50",
+			"--warmup", "0", "--json", "--progress", "0"}, &out, &errb); code != 0 {
+			t.Fatalf("%s: exit %d: %s %s", mode, code, out.String(), errb.String())
+		}
+		var rep benchReport
+		if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Ops != 50 || rep.Baseline != mode {
+			t.Errorf("%s: got %d ops, baseline %q (%v): %s", mode, rep.Ops, rep.Baseline, err, out.String())
+		}
+		if left, _ := os.ReadDir(dir); len(left) != 0 {
+			t.Errorf("%s: scratch files left behind: %v", mode, left)
+		}
+	}
+	if code := benchMain([]string{"--op", "fsync-baseline", "--baseline", "mmap"}, io.Discard, io.Discard); code != 2 {
+		t.Errorf("--baseline mmap: exit %d, want 2", code)
 	}
 }
 

@@ -407,36 +407,54 @@ func optStrEmpty(p *string) string {
 	return *p
 }
 
-// runPrepared commits a prepared write on its own and returns its reply.
+// runPrepared commits a prepared write on its own and returns its reply
+// (under the state lock).
 func (s *server) runPrepared(pr prepared, err *rcpError) (reply, *rcpError) {
+	return preparedReply(s.commitPrepared(pr, err))
+}
+
+// commitPrepared commits a prepared write (under the state lock).
+func (s *server) commitPrepared(pr prepared, err *rcpError) (prepared, *rcpError) {
+	if err == nil && pr.cached == nil {
+		err = s.commit(pr.rec)
+	}
+	return pr, err
+}
+
+// preparedReply renders the reply of a committed write. It needs no lock:
+// a record is never changed once applied, nor is a cached result.
+func preparedReply(pr prepared, err *rcpError) (reply, *rcpError) {
 	if err != nil {
 		return reply{}, err
 	}
 	if pr.cached != nil {
 		return reply{result: pr.cached.result, lsn: pr.cached.lsn, meta: true}, nil
 	}
-	if err := s.commit(pr.rec); err != nil {
-		return reply{}, err
-	}
 	return reply{result: liveResult(pr.rec), lsn: pr.rec.lsn, meta: true}, nil
 }
 
+// The single-write handlers hold the state lock only to check and commit;
+// the reply is rendered after it is released.
+
 func (s *server) handleCreateInstance(c *conn, p *CreateInstanceParams) (reply, *rcpError) {
 	s.st.mu.Lock()
-	defer s.st.mu.Unlock()
-	return s.runPrepared(s.prepCreate(p, s.now()))
+	pr, err := s.commitPrepared(s.prepCreate(p, s.now()))
+	s.st.mu.Unlock()
+	return preparedReply(pr, err)
 }
 
 func (s *server) handleApplyEvent(c *conn, p *ApplyEventParams) (reply, *rcpError) {
 	s.st.mu.Lock()
-	defer s.st.mu.Unlock()
-	return s.runPrepared(s.prepApply(p, s.now()))
+	pr, err := s.commitPrepared(s.prepApply(p, s.now()))
+	s.st.mu.Unlock()
+	return preparedReply(pr, err)
 }
 
 func (s *server) handleDeleteInstance(c *conn, p *DeleteInstanceParams) (reply, *rcpError) {
 	s.st.mu.Lock()
-	defer s.st.mu.Unlock()
-	return s.runPrepared(s.prepDelete(p, s.now()))
+	pr, err := s.commitPrepared(s.prepDelete(p, s.now()))
+	s.st.mu.Unlock()
+	return preparedReply(pr, err)
 }
 
 func (s *server) handleGetInstance(c *conn, p *GetInstanceParams) (reply, *rcpError) {

@@ -203,7 +203,8 @@ type wal struct {
 	log  *slog.Logger
 	lock *os.File // holds the flock on walLockName
 
-	// Fault seams, replaced by tests right after openWAL.
+	// Fault seams, replaced by tests right after openWAL (or later, under
+	// mu: the committer reads them under mu).
 	fdatasync func(fd int) error
 	fallocate func(fd int, size int64) error
 	syncDir   func(dir string) error

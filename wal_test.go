@@ -1016,7 +1016,9 @@ func TestWALWriteFailureIsSticky(t *testing.T) {
 			if err := w.sync(); err != nil {
 				t.Fatal(err)
 			}
+			w.mu.Lock() // the committer may be reading the seam
 			w.writeAt = func(*os.File, []byte, int64) (int, error) { return 3, syscall.EIO }
+			w.mu.Unlock()
 			lsn, err := w.append(1, []byte("x"))
 			if policy.Kind == "every_write" {
 				if err != nil {
@@ -1028,7 +1030,9 @@ func TestWALWriteFailureIsSticky(t *testing.T) {
 			} else if !errors.Is(err, walErrIO) {
 				t.Fatalf("append = %v, want walErrIO", err)
 			}
+			w.mu.Lock()
 			w.writeAt = func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
+			w.mu.Unlock()
 			if _, err := w.append(1, []byte("x")); !errors.Is(err, walErrIO) {
 				t.Fatalf("append after a failed write = %v, want the sticky walErrIO", err)
 			}
