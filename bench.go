@@ -10,6 +10,7 @@ import (
 	"math/bits"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -115,6 +116,14 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	}
 	var rep *benchReport
 	var err error
+	// STMDB_BENCH_CPUPROFILE=FILE profiles the load tool itself: it shares
+	// the machine with the server, so its CPU per operation matters too.
+	if path := os.Getenv("STMDB_BENCH_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			pprof.StartCPUProfile(f)
+			defer func() { pprof.StopCPUProfile(); f.Close() }()
+		}
+	}
 	if cfg.op == "fsync-baseline" {
 		rep, err = benchFsyncBaseline(&cfg, stderr)
 	} else {
