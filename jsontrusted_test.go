@@ -293,3 +293,66 @@ func FuzzCtxMerge(f *testing.F) {
 		}
 	})
 }
+
+// compactJSONRef is compactJSON as it was before it skipped strings with
+// jsonStringEndTrusted: the reference model for FuzzCompactJSON.
+func compactJSONRef(v []byte) []byte {
+	if bytes.IndexAny(v, " \t\n\r") < 0 {
+		return v
+	}
+	var dst []byte
+	inStr := false
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case inStr:
+			dst = append(dst, c)
+			if c == '\\' && i+1 < len(v) {
+				i++
+				dst = append(dst, v[i])
+			} else if c == '"' {
+				inStr = false
+			}
+		case c == '"':
+			inStr = true
+			dst = append(dst, c)
+		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+func TestCompactJSON(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"a":1}`:                      `{"a":1}`,
+		` { "a" : [ 1 , 2 ] } `:        `{"a":[1,2]}`,
+		`{"a b":"c d"}`:                `{"a b":"c d"}`,
+		`{"a\" b":"c\\", "d":"e \" "}`: `{"a\" b":"c\\","d":"e \" "}`,
+		"[\"\\u0022 \",\t\n\r1]":       `["\u0022 ",1]`,
+		``:                             ``,
+	} {
+		if got := compactJSON([]byte(in)); string(got) != want {
+			t.Errorf("compactJSON(%q) = %q, want %q", in, got, want)
+		}
+	}
+	in := []byte(`{"a":"b c"}`)
+	if got := compactJSON(in); &got[0] != &in[0] {
+		t.Error("compactJSON copied a value without insignificant whitespace")
+	}
+}
+
+// FuzzCompactJSON checks compactJSON against the previous implementation
+// on any input, valid JSON or not.
+func FuzzCompactJSON(f *testing.F) {
+	for _, s := range jsonTrustedSeeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, v []byte) {
+		want := compactJSONRef(bytes.Clone(v))
+		if got := compactJSON(bytes.Clone(v)); !bytes.Equal(got, want) {
+			t.Fatalf("compactJSON(%q) = %q, reference %q", v, got, want)
+		}
+	})
+}
