@@ -171,17 +171,19 @@ func ctxMerge(ctx, payload []byte) []byte {
 		members = append(members, member{key, val})
 	}
 	for _, obj := range [][]byte{ctx, payload} {
-		sc, err := scanObject(obj)
-		if err != nil {
-			panic("ctxMerge: not an object: " + err.Message)
+		// Both were validated before (the request scanner, or this
+		// function's own output): walk them without validating again.
+		it, ok := jsonTrustedObject(obj)
+		if !ok {
+			panic("ctxMerge: not an object")
 		}
-		for sc.next() {
+		for it.next() {
 			// Keys alias obj unless they had escapes; either way they
-			// outlive the scanner.
-			add(sc.key, sc.val)
+			// outlive the iterator.
+			add(it.key, it.val)
 		}
-		if sc.err != nil {
-			panic("ctxMerge: invalid JSON passed validation: " + sc.err.Message)
+		if it.bad {
+			panic("ctxMerge: invalid JSON passed validation")
 		}
 	}
 	if len(members) == 0 && len(ctx) > 0 && string(ctx) == "{}" {
@@ -203,18 +205,35 @@ func ctxMerge(ctx, payload []byte) []byte {
 // compactJSON returns v (a validated JSON value the caller owns) without
 // insignificant whitespace, reusing v when it has none.
 func compactJSON(v []byte) []byte {
-	if bytes.IndexAny(v, " \t\n\r") < 0 {
+	i := jsonSpaceOutsideStrings(v)
+	if i < 0 {
 		return v
 	}
-	return ctxAppendCompact(make([]byte, 0, len(v)), v)
+	dst := append(make([]byte, 0, len(v)), v[:i]...)
+	return ctxAppendCompact(dst, v[i:])
 }
 
-// ctxAppendCompact appends a valid JSON value without insignificant
-// whitespace.
-func ctxAppendCompact(dst, v []byte) []byte {
-	if bytes.IndexAny(v, " \t\n\r") < 0 {
-		return append(dst, v...) // already compact: the common case
+// jsonSpaceOutsideStrings returns the index of the first JSON whitespace
+// byte of v that is not inside a string, or -1. Strings are jumped over as
+// ctxAppendCompact reads them (a backslash escapes the next byte), so v
+// without such whitespace is exactly what ctxAppendCompact would produce.
+func jsonSpaceOutsideStrings(v []byte) int {
+	for i := 0; i < len(v); {
+		switch v[i] {
+		case '"':
+			i = jsonStringEndTrusted(v, i)
+		case ' ', '\t', '\n', '\r':
+			return i
+		default:
+			i++
+		}
 	}
+	return -1
+}
+
+// ctxAppendCompact appends a valid JSON value, starting outside any string,
+// without insignificant whitespace.
+func ctxAppendCompact(dst, v []byte) []byte {
 	inStr := false
 	for i := 0; i < len(v); i++ {
 		c := v[i]

@@ -45,6 +45,8 @@ func TestGenDecodePutMachine(t *testing.T) {
 		{name: "string params", raw: `"x"`, wantErr: paramNotObject},
 		{name: "malformed", raw: `{"machine":"m",`, wantErr: "BAD_REQUEST field=params: params is not valid JSON: unexpected end of input at offset 15"},
 		{name: "malformed after bad field", raw: `{"version":"x","machine":}`, wantErr: "BAD_REQUEST field=params: params is not valid JSON: invalid character '}' at offset 25"},
+		{name: "definition malformed", raw: `{"machine":"m","version":1,"definition":[1,]}`, wantErr: "BAD_REQUEST field=params: params is not valid JSON: invalid character ']' at offset 43"},
+		{name: "definition bad utf8", raw: "{\"machine\":\"m\",\"version\":1,\"definition\":[\"\xff\"]}", wantErr: "BAD_REQUEST field=definition: field 'definition' must be valid UTF-8"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -128,6 +130,10 @@ func TestGenDecodeApplyEvent(t *testing.T) {
 	for _, tc := range []struct{ raw, wantErr string }{
 		{`{"instance_id":"i","event":"e","payload":[1]}`, "BAD_REQUEST field=payload: field 'payload' must be a JSON object"},
 		{`{"instance_id":"i","event":"e","payload":"{}"}`, "BAD_REQUEST field=payload: field 'payload' must be a JSON object"},
+		{`{"instance_id":"i","event":"e","payload":{"a":}}`, "BAD_REQUEST field=params: params is not valid JSON: invalid character '}' at offset 46"},
+		{`{"instance_id":"i","event":"e","payload":{"a":"\x"}}`, "BAD_REQUEST field=params: params is not valid JSON: invalid escape at offset 47"},
+		{`{"instance_id":"i","event":"e","payload":{"a":1}`, "BAD_REQUEST field=params: params is not valid JSON: unexpected end of input at offset 48"},
+		{"{\"instance_id\":\"i\",\"event\":\"e\",\"payload\":{\"a\":\"\xff\"}}", "BAD_REQUEST field=payload: field 'payload' must be valid UTF-8"},
 		{`{"instance_id":"i","event":""}`, "BAD_REQUEST field=event: field 'event' must not be empty"},
 		{`{"instance_id":"i","event":"e","idempotency_key":""}`, "BAD_REQUEST field=idempotency_key: field 'idempotency_key' must not be empty"},
 		{`{"instance_id":"i","event":"e","expected_wal_offset":1.5}`, "BAD_REQUEST field=expected_wal_offset: field 'expected_wal_offset' must be an integer"},

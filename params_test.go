@@ -3,6 +3,9 @@ package main
 import (
 	"encoding/json"
 	"errors"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -484,7 +487,9 @@ func TestParamHelpers(t *testing.T) {
 		{"u64 overflow", u64("18446744073709551616", 0, 1<<64-1), bad("f", "field 'f' must be an integer")},
 		{"json number", rawJSON(" 1.5 "), result{Val: "1.5"}},
 		{"json object", rawJSON(`{"a":[1,"x"]}`), result{Val: `{"a":[1,"x"]}`}},
-		{"json malformed", rawJSON(`{"a":}`), bad("f", "field 'f' must be valid JSON")},
+		// Malformed JSON never reaches paramJSON: the decoder's scanner
+		// rejects it first (TestGenDecodeApplyEvent, TestGenDecodePutMachine).
+		{"json empty", rawJSON(` `), bad("f", "field 'f' must be valid JSON")},
 		{"json bad utf8", rawJSON("\"\xff\""), bad("f", "field 'f' must be valid UTF-8")},
 		{"object", object(`{"k":1}`), result{Val: `{"k":1}`}},
 		{"object array", object(`[1]`), bad("f", "field 'f' must be a JSON object")},
@@ -594,4 +599,97 @@ func FuzzParamJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParamJSONCallersScanned checks the assumption paramJSON and
+// paramObject rely on to skip validating syntax: in ops_gen.go, the value
+// passed to them is a variable that is only ever assigned sc.val, the
+// member value of a paramObjectScanner from scanObject (which validated it).
+func TestParamJSONCallersScanned(t *testing.T) {
+	fset := token.NewFileSet()
+	file, err := parser.ParseFile(fset, "ops_gen.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	isSel := func(e ast.Expr, x, sel string) bool {
+		s, ok := e.(*ast.SelectorExpr)
+		if !ok {
+			return false
+		}
+		id, ok := s.X.(*ast.Ident)
+		return ok && id.Name == x && s.Sel.Name == sel
+	}
+	calls := 0
+	for _, decl := range file.Decls {
+		fn, ok := decl.(*ast.FuncDecl)
+		if !ok || fn.Body == nil {
+			continue
+		}
+		// What each name is assigned in this function.
+		assigned := map[string][]ast.Expr{}
+		ast.Inspect(fn.Body, func(n ast.Node) bool {
+			switch n := n.(type) {
+			case *ast.AssignStmt:
+				for i, lhs := range n.Lhs {
+					id, ok := lhs.(*ast.Ident)
+					if !ok {
+						continue
+					}
+					var rhs ast.Expr
+					if len(n.Rhs) == len(n.Lhs) {
+						rhs = n.Rhs[i]
+					} else {
+						rhs = n.Rhs[0]
+					}
+					assigned[id.Name] = append(assigned[id.Name], rhs)
+				}
+			case *ast.ValueSpec:
+				for i, id := range n.Names {
+					if i < len(n.Values) {
+						assigned[id.Name] = append(assigned[id.Name], n.Values[i])
+					}
+				}
+			}
+			return true
+		})
+		ast.Inspect(fn.Body, func(n ast.Node) bool {
+			call, ok := n.(*ast.CallExpr)
+			if !ok {
+				return true
+			}
+			name, ok := call.Fun.(*ast.Ident)
+			if !ok || (name.Name != "paramJSON" && name.Name != "paramObject") {
+				return true
+			}
+			calls++
+			pos := fset.Position(call.Pos())
+			v, ok := call.Args[1].(*ast.Ident)
+			if !ok {
+				t.Errorf("%s: %s is passed %T, not a variable holding sc.val", pos, name.Name, call.Args[1])
+				return true
+			}
+			if len(assigned[v.Name]) == 0 {
+				t.Errorf("%s: %s is passed %s, which is never assigned", pos, name.Name, v.Name)
+			}
+			for _, rhs := range assigned[v.Name] {
+				if !isSel(rhs, "sc", "val") {
+					t.Errorf("%s: %s is passed %s, which is assigned something other than sc.val", pos, name.Name, v.Name)
+				}
+			}
+			for _, rhs := range assigned["sc"] {
+				c, ok := rhs.(*ast.CallExpr)
+				if !ok {
+					t.Errorf("%s: sc is not assigned from scanObject", pos)
+					continue
+				}
+				if id, ok := c.Fun.(*ast.Ident); !ok || id.Name != "scanObject" {
+					t.Errorf("%s: sc is not assigned from scanObject", pos)
+				}
+			}
+			return true
+		})
+	}
+	if calls == 0 {
+		t.Fatal("no call of paramJSON or paramObject in ops_gen.go")
+	}
 }
