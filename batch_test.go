@@ -122,10 +122,11 @@ func checkSlots(t *testing.T, st *state) {
 	t.Helper()
 	st.mu.RLock()
 	defer st.mu.RUnlock()
-	if len(st.slots) != len(st.instances) {
-		t.Fatalf("%d slots for %d instances", len(st.slots), len(st.instances))
+	if st.slots.len() != len(st.instances) {
+		t.Fatalf("%d slots for %d instances", st.slots.len(), len(st.instances))
 	}
-	for i, in := range st.slots {
+	for i := range st.slots.len() {
+		in := st.slots.at(i)
 		if in == nil || in.slot != i || st.instances[in.id] != in {
 			t.Fatalf("slot %d holds %+v", i, in)
 		}

@@ -231,9 +231,9 @@ func BenchmarkSnapshot(b *testing.B) {
 	b.Run("write", func(b *testing.B) {
 		b.ReportAllocs()
 		for range b.N {
-			st.mu.RLock()
+			st.mu.Lock()
 			img := st.capture()
-			st.mu.RUnlock()
+			st.mu.Unlock()
 			if _, _, err := writeSnapshot(dir, img); err != nil {
 				b.Fatal(err)
 			}
@@ -268,9 +268,9 @@ func BenchmarkSnapshotPause(b *testing.B) {
 	var paused, worst time.Duration
 	for range b.N {
 		start := time.Now()
-		st.mu.RLock()
+		st.mu.Lock()
 		img := st.capture()
-		st.mu.RUnlock()
+		st.mu.Unlock()
 		d := time.Since(start)
 		paused += d
 		worst = max(worst, d)

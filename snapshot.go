@@ -46,7 +46,7 @@ type snapImage struct {
 	lsn        uint64
 	tombstones []string
 	machines   []*machineVersion
-	instances  []*instance
+	instances  slotView
 	idem       []snapIdem
 }
 
@@ -55,9 +55,11 @@ type snapIdem struct {
 	e idemEntry
 }
 
-// capture copies the state. Caller holds st.mu (read).
+// capture copies the state; the instances are a copy-on-write view of the
+// slot table, taken in time proportional to the number of chunks. Caller
+// holds st.mu for writing (the view changes the table's ownership marks).
 func (st *state) capture() *snapImage {
-	img := &snapImage{lsn: st.applied, instances: append([]*instance(nil), st.slots...)}
+	img := &snapImage{lsn: st.applied, instances: st.slots.view()}
 	for _, vs := range st.machines {
 		for _, mv := range vs {
 			img.machines = append(img.machines, mv)
@@ -115,8 +117,9 @@ func (img *snapImage) encode(w io.Writer) (int64, error) {
 		e.bytes(mv.def)
 		e.uint(mv.lsn)
 	}
-	e.uint(uint64(len(img.instances)))
-	for _, in := range img.instances {
+	e.uint(uint64(img.instances.len()))
+	for i := range img.instances.len() {
+		in := img.instances.at(i)
 		e.str(in.id)
 		e.str(in.mv.name)
 		e.uint(uint64(in.mv.version))
@@ -371,9 +374,9 @@ func (s *server) compact() (compactResult, error) {
 	s.st.mu.Lock()
 	s.st.pruneIdem(s.now())
 	s.st.mu.Unlock()
-	s.st.mu.RLock()
+	s.st.mu.Lock()
 	img := s.st.capture()
-	s.st.mu.RUnlock()
+	s.st.mu.Unlock()
 	// The snapshot must not cover records that a crash could still take
 	// back, or the WAL and the snapshot would disagree after a restart.
 	if err := s.log.waitDurable(img.lsn); err != nil {
@@ -418,7 +421,7 @@ func (s *server) compact() (compactResult, error) {
 	res.WalSegments = s.log.stats().SegmentCount
 	s.lastCompact.Store(s.now())
 	s.compactedAt.Store(lsns[0])
-	s.logger.Info("compacted", "snapshot_lsn", lsns[0], "instances", len(img.instances),
+	s.logger.Info("compacted", "snapshot_lsn", lsns[0], "instances", img.instances.len(),
 		"segments_deleted", res.SegmentsDeleted, "bytes_reclaimed", res.BytesReclaimed)
 	return res, nil
 }

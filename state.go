@@ -91,9 +91,9 @@ type state struct {
 	mu        sync.RWMutex
 	machines  map[string]map[uint32]*machineVersion
 	instances map[string]*instance
-	// slots holds every instance densely, so a snapshot copies pointers
-	// with one memmove instead of walking the map under the lock.
-	slots []*instance
+	// slots holds every instance densely, so a snapshot takes them all
+	// without walking the map (slots.go).
+	slots slotTable
 	// listSorted holds instance ids in byte order for LIST_INSTANCES, as of
 	// the last list; ids created since are in listAdded. A list merges them
 	// (O(n), not a sort of everything) and drops ids no longer present.
@@ -194,7 +194,7 @@ func (s *state) apply(r *record) {
 			panic("apply: flush_all inside an atomic batch")
 		}
 		s.instances = map[string]*instance{}
-		s.slots = nil
+		s.slots = slotTable{}
 		s.listSorted, s.listAdded = nil, nil
 		s.idem = map[idemKey]*idemEntry{}
 		if s.tombstones != nil {
@@ -249,7 +249,7 @@ type slotWrite struct {
 }
 
 func (s *state) beginUndo() {
-	s.undo = &undoLog{slotsLen: len(s.slots), inst: map[string]*instance{}, idem: map[idemKey]*idemEntry{}, applied: s.applied}
+	s.undo = &undoLog{slotsLen: s.slots.len(), inst: map[string]*instance{}, idem: map[idemKey]*idemEntry{}, applied: s.applied}
 }
 
 // setSlot writes slots[i] (appending when i == len), remembering the old
@@ -257,16 +257,12 @@ func (s *state) beginUndo() {
 func (s *state) setSlot(i int, in *instance) {
 	if s.undo != nil {
 		var old *instance
-		if i < len(s.slots) {
-			old = s.slots[i]
+		if i < s.slots.len() {
+			old = s.slots.at(i)
 		}
 		s.undo.slotWrites = append(s.undo.slotWrites, slotWrite{i, old})
 	}
-	if i == len(s.slots) {
-		s.slots = append(s.slots, in)
-	} else {
-		s.slots[i] = in
-	}
+	s.slots.set(i, in)
 }
 
 // putInstance stores a new instance or the new version of one.
@@ -274,7 +270,7 @@ func (s *state) putInstance(in *instance) {
 	if cur := s.instances[in.id]; cur != nil {
 		in.slot = cur.slot
 	} else {
-		in.slot = len(s.slots)
+		in.slot = s.slots.len()
 		s.listAdded = append(s.listAdded, in.id)
 	}
 	s.setSlot(in.slot, in)
@@ -288,23 +284,22 @@ func (s *state) removeInstance(id string) {
 		return
 	}
 	delete(s.instances, id)
-	last := len(s.slots) - 1
+	last := s.slots.len() - 1
 	if in.slot != last {
-		moved := *s.slots[last] // copy on write: the old one may be in a snapshot
+		moved := *s.slots.at(last) // copy on write: the old one may be in a snapshot
 		moved.slot = in.slot
 		s.setSlot(in.slot, &moved)
 		s.instances[moved.id] = &moved
 		if s.undo != nil {
 			if _, seen := s.undo.inst[moved.id]; !seen {
-				s.undo.inst[moved.id] = s.slots[last]
+				s.undo.inst[moved.id] = s.slots.at(last)
 			}
 		}
 	}
 	if s.undo != nil {
-		s.undo.slotWrites = append(s.undo.slotWrites, slotWrite{last, s.slots[last]})
+		s.undo.slotWrites = append(s.undo.slotWrites, slotWrite{last, s.slots.at(last)})
 	}
-	s.slots[last] = nil
-	s.slots = s.slots[:last]
+	s.slots.truncate(last)
 }
 
 // rollback restores everything recorded since beginUndo.
@@ -313,13 +308,9 @@ func (s *state) rollback() {
 	s.undo = nil
 	for k := len(u.slotWrites) - 1; k >= 0; k-- {
 		w := u.slotWrites[k]
-		for len(s.slots) <= w.i {
-			s.slots = append(s.slots, nil)
-		}
-		s.slots[w.i] = w.old
+		s.slots.set(w.i, w.old)
 	}
-	clear(s.slots[min(u.slotsLen, len(s.slots)):])
-	s.slots = s.slots[:u.slotsLen]
+	s.slots.truncate(u.slotsLen)
 	for id, prev := range u.inst {
 		if prev == nil {
 			delete(s.instances, id)
