@@ -396,6 +396,34 @@ func (b *frameBudget) release(n int) {
 // appendFrame appends one outgoing frame carrying payload, in mode m.
 // Binary frames have version 1, flags CRC_PRESENT and no extension. The
 // caller keeps payloads within maxPayload; the peer rejects larger ones.
+// frameStart reserves room for a frame header at the end of dst (nothing
+// in JSONL mode), so a payload can be appended in place and finished with
+// frameFinish: the reply path builds each frame without a second copy.
+func frameStart(dst []byte, m wireMode) []byte {
+	if m == modeJSONL {
+		return dst
+	}
+	var h [frameHeaderLen]byte
+	return append(dst, h[:]...)
+}
+
+// frameFinish completes the frame begun at f[0] by frameStart: the same
+// bytes as appendFrame(nil, m, payload).
+func frameFinish(f []byte, m wireMode) []byte {
+	if m == modeJSONL {
+		return append(f, '\n')
+	}
+	payload := f[frameHeaderLen:]
+	h := f[:0:frameHeaderLen]
+	h = append(h, frameMagic[:]...)
+	h = binary.BigEndian.AppendUint16(h, frameVersion)
+	h = binary.BigEndian.AppendUint16(h, frameFlagCRC)
+	h = binary.BigEndian.AppendUint16(h, 0)
+	h = binary.BigEndian.AppendUint32(h, uint32(len(payload)))
+	binary.BigEndian.AppendUint32(h, crc32.Checksum(payload, frameCRCTable))
+	return f
+}
+
 func appendFrame(dst []byte, m wireMode, payload []byte) []byte {
 	dst = slices.Grow(dst, 20+len(payload)) // one allocation, not one per append
 	if m == modeJSONL {

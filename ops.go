@@ -27,6 +27,7 @@ import (
 // depends on, and whether it carries meta.wal_offset.
 type reply struct {
 	result []byte
+	rec    *record // instead of result: a single write whose result the reply renders in place
 	lsn    uint64
 	meta   bool
 }
@@ -410,7 +411,11 @@ func optStrEmpty(p *string) string {
 // runPrepared commits a prepared write on its own and returns its reply
 // (under the state lock).
 func (s *server) runPrepared(pr prepared, err *rcpError) (reply, *rcpError) {
-	return preparedReply(s.commitPrepared(pr, err))
+	r, err := preparedReply(s.commitPrepared(pr, err))
+	if r.rec != nil {
+		r.result, r.rec = liveResult(r.rec), nil // read by the batch, not a frame
+	}
+	return r, err
 }
 
 // commitPrepared commits a prepared write (under the state lock).
@@ -430,7 +435,7 @@ func preparedReply(pr prepared, err *rcpError) (reply, *rcpError) {
 	if pr.cached != nil {
 		return reply{result: pr.cached.result, lsn: pr.cached.lsn, meta: true}, nil
 	}
-	return reply{result: liveResult(pr.rec), lsn: pr.rec.lsn, meta: true}, nil
+	return reply{rec: pr.rec, lsn: pr.rec.lsn, meta: true}, nil
 }
 
 // The single-write handlers hold the state lock only to check and commit;

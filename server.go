@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -546,11 +547,21 @@ func (c *conn) handle(payload []byte) outMsg {
 	if len(id) > 256 {
 		return outMsg{buf: c.encodeError(nil, badParam("id", "request 'id' is %d bytes; the limit is 256", len(id)))}
 	}
-	opName, err := parseJSONString(opRaw)
-	if opRaw == nil || err != nil {
-		return outMsg{buf: c.encodeError(&id, badParam("op", "request 'op' must be a string"))}
+	var op opCode
+	var opName string
+	ok := false
+	if n := len(opRaw); n >= 2 && opRaw[0] == '"' && opRaw[n-1] == '"' && bytes.IndexByte(opRaw, '\\') < 0 {
+		// The common case, a plain name: look it up without allocating.
+		if op, ok = lookupOp(string(opRaw[1 : n-1])); ok {
+			opName = opTable[op].name
+		}
 	}
-	op, ok := lookupOp(opName)
+	if !ok {
+		if opName, err = parseJSONString(opRaw); opRaw == nil || err != nil {
+			return outMsg{buf: c.encodeError(&id, badParam("op", "request 'op' must be a string"))}
+		}
+		op, ok = lookupOp(opName)
+	}
 	if !ok {
 		c.s.metrics.request("UNKNOWN", codeBadRequest, 0)
 		return outMsg{buf: c.encodeError(&id, badParam("op", "unknown op '%s'", opName))}
@@ -610,20 +621,30 @@ func errBody(e *rcpError) *errorBody {
 	return &errorBody{e.Code, e.Message, e.retryable(), e.Details}
 }
 
+// encodeReply builds the reply frame in one buffer: header room, envelope,
+// the result (rendered in place for a single write), then the header.
 func (c *conn) encodeReply(id string, r reply) []byte {
-	p := c.scratch[:0]
+	m := c.fr.mode()
+	size := frameHeaderLen + 96 + len(id) + len(r.result)
+	if r.rec != nil {
+		size += resultSize(r.rec)
+	}
+	p := frameStart(make([]byte, 0, size), m)
 	p = append(p, `{"type":"response","id":`...)
 	p = encAppendString(p, id)
 	p = append(p, `,"status":"ok","result":`...)
-	p = append(p, r.result...)
+	if r.rec != nil {
+		p = appendResult(p, r.rec, true)
+	} else {
+		p = append(p, r.result...)
+	}
 	if r.meta {
 		p = append(p, `,"meta":{"wal_offset":`...)
 		p = strconv.AppendUint(p, r.lsn, 10)
 		p = append(p, '}')
 	}
 	p = append(p, '}')
-	c.scratch = p
-	return appendFrame(nil, c.fr.mode(), p)
+	return frameFinish(p, m)
 }
 
 func (c *conn) encodeError(id *string, e *rcpError) []byte {

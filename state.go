@@ -409,8 +409,22 @@ func replayResult(r *record) []byte { return renderResult(r, false) }
 
 func renderResult(r *record, applied bool) []byte {
 	switch r.typ {
+	case recCreateInstance, recApplyEvent, recDeleteInstance:
+		return appendResult(make([]byte, 0, resultSize(r)), r, applied)
+	}
+	return nil
+}
+
+// resultSize is a capacity that fits r's rendered result.
+func resultSize(r *record) int {
+	return 96 + len(r.InstanceID) + len(r.InitialState) + len(r.Ctx) + len(r.EventID) + len(r.FromState) + len(r.ToState)
+}
+
+// appendResult appends the result of the single write r (a create, event
+// or delete) to p.
+func appendResult(p []byte, r *record, applied bool) []byte {
+	switch r.typ {
 	case recCreateInstance:
-		p := make([]byte, 0, 64+len(r.InstanceID)+len(r.InitialState))
 		p = append(p, `{"instance_id":`...)
 		p = encAppendString(p, r.InstanceID)
 		p = append(p, `,"state":`...)
@@ -420,7 +434,6 @@ func renderResult(r *record, applied bool) []byte {
 		return append(p, '}')
 	case recApplyEvent:
 		ctx := ctxOrEmpty(r.Ctx)
-		p := make([]byte, 0, 96+len(ctx)+len(r.EventID)+len(r.FromState)+len(r.ToState))
 		p = append(p, `{"applied":`...)
 		p = strconv.AppendBool(p, applied)
 		p = append(p, `,"ctx":`...)
@@ -437,12 +450,11 @@ func renderResult(r *record, applied bool) []byte {
 		p = strconv.AppendUint(p, r.lsn, 10)
 		return append(p, '}')
 	case recDeleteInstance:
-		p := make([]byte, 0, 64+len(r.InstanceID))
 		p = append(p, `{"deleted":true,"instance_id":`...)
 		p = encAppendString(p, r.InstanceID)
 		p = append(p, `,"wal_offset":`...)
 		p = strconv.AppendUint(p, r.lsn, 10)
 		return append(p, '}')
 	}
-	return nil
+	return p
 }
