@@ -277,6 +277,28 @@ func TestConnectionLimits(t *testing.T) {
 	}
 }
 
+// TestIdleTimeoutFromLastRequest checks that an idle connection closes
+// one idle timeout after its last request, not later: the read deadline is
+// re-armed lazily (deadlineTimer), so it can fire before the timeout has
+// passed since the last request, and must then wait only for the rest.
+func TestIdleTimeoutFromLastRequest(t *testing.T) {
+	const idle = 600 * time.Millisecond
+	ts := startServer(t, func(c *config) { c.IdleTimeout = idle })
+	c := ts.dial()
+	mustOK(t, c, "PING", "")
+	time.Sleep(idle / 10) // within an eighth: the deadline is not re-armed
+	mustOK(t, c, "PING", "")
+	last := time.Now()
+	_, err := c.recv() // nothing more is sent: this returns when the server closes
+	closedAfter := time.Since(last)
+	if err == nil {
+		t.Fatal("got a message on an idle connection")
+	}
+	if closedAfter < idle-idle/8 || closedAfter > idle+idle/2 {
+		t.Errorf("idle connection closed %v after its last request; want about %v", closedAfter, idle)
+	}
+}
+
 func TestRequestLimits(t *testing.T) {
 	small := startServer(t, func(c *config) { c.MaxFrameBytes = 4096 })
 	runSteps(t, small.dial(), []step{{op: "INFO", want: `{"features":"<any>","max_batch_ops":100,"max_frame_bytes":4096,"protocol_version":1,"server_name":"stmdb","server_version":"<any>"}`}})

@@ -402,10 +402,10 @@ func (c *conn) readLoop() {
 	}()
 	idle := c.s.cfg.IdleTimeout
 	var deadline deadlineTimer
+	if idle > 0 {
+		deadline.arm(c.nc.SetReadDeadline, time.Now(), idle)
+	}
 	for {
-		if idle > 0 {
-			deadline.arm(c.nc.SetReadDeadline, time.Now(), idle)
-		}
 		payload, err := c.fr.next()
 		if err != nil {
 			var re *rcpError
@@ -417,16 +417,22 @@ func (c *conn) readLoop() {
 			case errors.As(err, &ne) && ne.Timeout() && !c.s.isClosing():
 				// Idle only if nothing was sent either (events keep a
 				// subscriber alive). The deadline may also have been set
-				// early (deadlineTimer): then this is not idleness yet.
-				if time.Since(time.Unix(0, c.lastActivity.Load())) < idle {
-					deadline = deadlineTimer{}
+				// early (deadlineTimer): then wait for the rest of the
+				// timeout, counted from the last activity.
+				if last := time.Unix(0, c.lastActivity.Load()); time.Since(last) < idle {
+					deadline.at = last.Add(idle)
+					c.nc.SetReadDeadline(deadline.at)
 					continue
 				}
 				c.s.logger.Info("closing idle connection", "remote", c.remote, "idle_timeout", idle)
 			}
 			return
 		}
-		c.lastActivity.Store(time.Now().UnixNano())
+		now := time.Now()
+		c.lastActivity.Store(now.UnixNano())
+		if idle > 0 {
+			deadline.arm(c.nc.SetReadDeadline, now, idle)
+		}
 		msg := c.handle(payload)
 		c.enqueue(msg)
 		c.activateSubscriptions()

@@ -776,10 +776,9 @@ func (w *wal) segRotate(need int64) error {
 		s.first, s.last, s.end, s.idx = w.next, w.next-1, 0, nil
 		if act.end == 0 {
 			// s takes over act's LSN range, and its name when installed.
+			// (Only the named, empty segment recovery leaves can be empty
+			// here: a rotated-in segment gets its first record at once.)
 			w.segs = w.segs[:len(w.segs)-1]
-			if !act.named {
-				os.Remove(act.path)
-			}
 			w.segRetire(act)
 		}
 		w.segs = append(w.segs, s)
@@ -967,7 +966,8 @@ type commitJob struct {
 	off     int64
 	install string // path to rename s to before writing ("" if named)
 	tmp     string // s's temporary path
-	zero    int64  // write zeros over [off+len(buf), zero) as well
+	zeroAt  int64  // write zeros over [zeroAt, zero) as well
+	zero    int64
 	name    string // file name, for errors
 	renamed bool
 }
@@ -1007,10 +1007,11 @@ func (w *wal) commit() error {
 			j.tmp, j.install = s.path, filepath.Join(w.dir, walSegmentName(s.first))
 			j.name = filepath.Base(j.install)
 		}
-		if w.deferWrites && s.zeroed < s.written+walZeroAhead/2 {
+		if w.deferWrites && s.zeroed < s.size && s.zeroed < s.written+walZeroAhead/2 {
 			// Only the committer writes under every_write, so zeros
 			// ahead of the data cannot land on a record.
-			j.zero = min(s.size, max(s.zeroed, s.written)+walZeroAhead)
+			j.zeroAt = max(s.zeroed, s.written)
+			j.zero = min(s.size, j.zeroAt+walZeroAhead)
 			s.zeroed = j.zero
 		}
 		s.refs++
@@ -1028,14 +1029,25 @@ func (w *wal) commit() error {
 	// named, so a named segment that is not the last is complete on disk.
 	var err error
 	op := ""
+	renamed := false
 	for i := range jobs {
 		j := &jobs[i]
 		if j.install != "" {
+			if renamed {
+				// Two segments named in one round: the first name must
+				// be durable before the second, or a crash could leave a
+				// gap before a named segment.
+				if err = syncDir(w.dir); err != nil {
+					op = "fsync directory"
+					break
+				}
+				w.fsyncs.Add(1)
+			}
 			if err = os.Rename(j.tmp, j.install); err != nil {
 				op = "rename segment"
 				break
 			}
-			j.renamed, dirty = true, true
+			j.renamed, dirty, renamed = true, true, true
 		}
 		if len(j.buf) > 0 {
 			if _, err = writeAt(j.s.f, j.buf, j.off); err != nil {
@@ -1043,7 +1055,7 @@ func (w *wal) commit() error {
 				break
 			}
 		}
-		for off := j.off + int64(len(j.buf)); off < j.zero && err == nil; off += int64(len(walZeros)) {
+		for off := j.zeroAt; off < j.zero && err == nil; off += int64(len(walZeros)) {
 			_, err = j.s.f.WriteAt(walZeros[:min(j.zero-off, int64(len(walZeros)))], off)
 		}
 		if err != nil {
