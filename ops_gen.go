@@ -189,9 +189,15 @@ type ApplyEventParams struct {
 
 // decodeApplyEventParams decodes the params of APPLY_EVENT into p.
 func decodeApplyEventParams(raw []byte, p *ApplyEventParams) *rcpError {
+	return decodeApplyEventParamsWith(raw, p, false)
+}
+
+// decodeApplyEventParamsWith is decodeApplyEventParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeApplyEventParamsWith(raw []byte, p *ApplyEventParams, trusted bool) *rcpError {
 	*p = ApplyEventParams{}
 	var vInstanceID, vEvent, vPayload, vExpectedState, vExpectedWalOffset, vEventID, vIdempotencyKey []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -279,9 +285,15 @@ type AuthParams struct {
 
 // decodeAuthParams decodes the params of AUTH into p.
 func decodeAuthParams(raw []byte, p *AuthParams) *rcpError {
+	return decodeAuthParamsWith(raw, p, false)
+}
+
+// decodeAuthParamsWith is decodeAuthParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeAuthParamsWith(raw []byte, p *AuthParams, trusted bool) *rcpError {
 	*p = AuthParams{}
 	var vMethod, vToken []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -321,9 +333,15 @@ type BatchParams struct {
 
 // decodeBatchParams decodes the params of BATCH into p.
 func decodeBatchParams(raw []byte, p *BatchParams) *rcpError {
+	return decodeBatchParamsWith(raw, p, false)
+}
+
+// decodeBatchParamsWith is decodeBatchParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeBatchParamsWith(raw []byte, p *BatchParams, trusted bool) *rcpError {
 	*p = BatchParams{}
 	var vMode, vOps []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -365,6 +383,12 @@ type ByeParams struct{}
 
 // decodeByeParams decodes the params of BYE into p.
 func decodeByeParams(raw []byte, p *ByeParams) *rcpError {
+	return decodeByeParamsWith(raw, p, false)
+}
+
+// decodeByeParamsWith is decodeByeParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeByeParamsWith(raw []byte, p *ByeParams, trusted bool) *rcpError {
 	*p = ByeParams{}
 	return paramValidateObject(raw)
 }
@@ -376,9 +400,15 @@ type CompactParams struct {
 
 // decodeCompactParams decodes the params of COMPACT into p.
 func decodeCompactParams(raw []byte, p *CompactParams) *rcpError {
+	return decodeCompactParamsWith(raw, p, false)
+}
+
+// decodeCompactParamsWith is decodeCompactParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeCompactParamsWith(raw []byte, p *CompactParams, trusted bool) *rcpError {
 	*p = CompactParams{}
 	var vForceSnapshot []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -412,9 +442,15 @@ type CreateInstanceParams struct {
 
 // decodeCreateInstanceParams decodes the params of CREATE_INSTANCE into p.
 func decodeCreateInstanceParams(raw []byte, p *CreateInstanceParams) *rcpError {
+	return decodeCreateInstanceParamsWith(raw, p, false)
+}
+
+// decodeCreateInstanceParamsWith is decodeCreateInstanceParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeCreateInstanceParamsWith(raw []byte, p *CreateInstanceParams, trusted bool) *rcpError {
 	*p = CreateInstanceParams{}
 	var vInstanceID, vMachine, vVersion, vInitialCtx, vIdempotencyKey []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -482,9 +518,15 @@ type DeleteInstanceParams struct {
 
 // decodeDeleteInstanceParams decodes the params of DELETE_INSTANCE into p.
 func decodeDeleteInstanceParams(raw []byte, p *DeleteInstanceParams) *rcpError {
+	return decodeDeleteInstanceParamsWith(raw, p, false)
+}
+
+// decodeDeleteInstanceParamsWith is decodeDeleteInstanceParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeDeleteInstanceParamsWith(raw []byte, p *DeleteInstanceParams, trusted bool) *rcpError {
 	*p = DeleteInstanceParams{}
 	var vInstanceID, vIdempotencyKey []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -522,6 +564,12 @@ type FlushAllParams struct{}
 
 // decodeFlushAllParams decodes the params of FLUSH_ALL into p.
 func decodeFlushAllParams(raw []byte, p *FlushAllParams) *rcpError {
+	return decodeFlushAllParamsWith(raw, p, false)
+}
+
+// decodeFlushAllParamsWith is decodeFlushAllParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeFlushAllParamsWith(raw []byte, p *FlushAllParams, trusted bool) *rcpError {
 	*p = FlushAllParams{}
 	return paramValidateObject(raw)
 }
@@ -533,9 +581,15 @@ type GetInstanceParams struct {
 
 // decodeGetInstanceParams decodes the params of GET_INSTANCE into p.
 func decodeGetInstanceParams(raw []byte, p *GetInstanceParams) *rcpError {
+	return decodeGetInstanceParamsWith(raw, p, false)
+}
+
+// decodeGetInstanceParamsWith is decodeGetInstanceParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeGetInstanceParamsWith(raw []byte, p *GetInstanceParams, trusted bool) *rcpError {
 	*p = GetInstanceParams{}
 	var vInstanceID []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -566,9 +620,15 @@ type GetMachineParams struct {
 
 // decodeGetMachineParams decodes the params of GET_MACHINE into p.
 func decodeGetMachineParams(raw []byte, p *GetMachineParams) *rcpError {
+	return decodeGetMachineParamsWith(raw, p, false)
+}
+
+// decodeGetMachineParamsWith is decodeGetMachineParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeGetMachineParamsWith(raw []byte, p *GetMachineParams, trusted bool) *rcpError {
 	*p = GetMachineParams{}
 	var vMachine, vVersion []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -611,9 +671,15 @@ type HelloParams struct {
 
 // decodeHelloParams decodes the params of HELLO into p.
 func decodeHelloParams(raw []byte, p *HelloParams) *rcpError {
+	return decodeHelloParamsWith(raw, p, false)
+}
+
+// decodeHelloParamsWith is decodeHelloParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeHelloParamsWith(raw []byte, p *HelloParams, trusted bool) *rcpError {
 	*p = HelloParams{}
 	var vProtocolVersion, vClientName, vWireModes, vWireMode, vFeatures []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -677,6 +743,12 @@ type InfoParams struct{}
 
 // decodeInfoParams decodes the params of INFO into p.
 func decodeInfoParams(raw []byte, p *InfoParams) *rcpError {
+	return decodeInfoParamsWith(raw, p, false)
+}
+
+// decodeInfoParamsWith is decodeInfoParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeInfoParamsWith(raw []byte, p *InfoParams, trusted bool) *rcpError {
 	*p = InfoParams{}
 	return paramValidateObject(raw)
 }
@@ -691,9 +763,15 @@ type ListInstancesParams struct {
 
 // decodeListInstancesParams decodes the params of LIST_INSTANCES into p.
 func decodeListInstancesParams(raw []byte, p *ListInstancesParams) *rcpError {
+	return decodeListInstancesParamsWith(raw, p, false)
+}
+
+// decodeListInstancesParamsWith is decodeListInstancesParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeListInstancesParamsWith(raw []byte, p *ListInstancesParams, trusted bool) *rcpError {
 	*p = ListInstancesParams{}
 	var vMachine, vState, vLimit, vOffset []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -750,6 +828,12 @@ type ListMachinesParams struct{}
 
 // decodeListMachinesParams decodes the params of LIST_MACHINES into p.
 func decodeListMachinesParams(raw []byte, p *ListMachinesParams) *rcpError {
+	return decodeListMachinesParamsWith(raw, p, false)
+}
+
+// decodeListMachinesParamsWith is decodeListMachinesParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeListMachinesParamsWith(raw []byte, p *ListMachinesParams, trusted bool) *rcpError {
 	*p = ListMachinesParams{}
 	return paramValidateObject(raw)
 }
@@ -759,6 +843,12 @@ type PingParams struct{}
 
 // decodePingParams decodes the params of PING into p.
 func decodePingParams(raw []byte, p *PingParams) *rcpError {
+	return decodePingParamsWith(raw, p, false)
+}
+
+// decodePingParamsWith is decodePingParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodePingParamsWith(raw []byte, p *PingParams, trusted bool) *rcpError {
 	*p = PingParams{}
 	return paramValidateObject(raw)
 }
@@ -773,9 +863,15 @@ type PutMachineParams struct {
 
 // decodePutMachineParams decodes the params of PUT_MACHINE into p.
 func decodePutMachineParams(raw []byte, p *PutMachineParams) *rcpError {
+	return decodePutMachineParamsWith(raw, p, false)
+}
+
+// decodePutMachineParamsWith is decodePutMachineParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodePutMachineParamsWith(raw []byte, p *PutMachineParams, trusted bool) *rcpError {
 	*p = PutMachineParams{}
 	var vMachine, vVersion, vDefinition, vChecksum []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -833,9 +929,15 @@ type SnapshotInstanceParams struct {
 
 // decodeSnapshotInstanceParams decodes the params of SNAPSHOT_INSTANCE into p.
 func decodeSnapshotInstanceParams(raw []byte, p *SnapshotInstanceParams) *rcpError {
+	return decodeSnapshotInstanceParamsWith(raw, p, false)
+}
+
+// decodeSnapshotInstanceParamsWith is decodeSnapshotInstanceParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeSnapshotInstanceParamsWith(raw []byte, p *SnapshotInstanceParams, trusted bool) *rcpError {
 	*p = SnapshotInstanceParams{}
 	var vInstanceID []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -865,9 +967,15 @@ type UnwatchParams struct {
 
 // decodeUnwatchParams decodes the params of UNWATCH into p.
 func decodeUnwatchParams(raw []byte, p *UnwatchParams) *rcpError {
+	return decodeUnwatchParamsWith(raw, p, false)
+}
+
+// decodeUnwatchParamsWith is decodeUnwatchParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeUnwatchParamsWith(raw []byte, p *UnwatchParams, trusted bool) *rcpError {
 	*p = UnwatchParams{}
 	var vSubscriptionID []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -898,9 +1006,15 @@ type WalReadParams struct {
 
 // decodeWalReadParams decodes the params of WAL_READ into p.
 func decodeWalReadParams(raw []byte, p *WalReadParams) *rcpError {
+	return decodeWalReadParamsWith(raw, p, false)
+}
+
+// decodeWalReadParamsWith is decodeWalReadParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeWalReadParamsWith(raw []byte, p *WalReadParams, trusted bool) *rcpError {
 	*p = WalReadParams{}
 	var vFromOffset, vLimit []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -937,6 +1051,12 @@ type WalStatsParams struct{}
 
 // decodeWalStatsParams decodes the params of WAL_STATS into p.
 func decodeWalStatsParams(raw []byte, p *WalStatsParams) *rcpError {
+	return decodeWalStatsParamsWith(raw, p, false)
+}
+
+// decodeWalStatsParamsWith is decodeWalStatsParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeWalStatsParamsWith(raw []byte, p *WalStatsParams, trusted bool) *rcpError {
 	*p = WalStatsParams{}
 	return paramValidateObject(raw)
 }
@@ -953,9 +1073,15 @@ type WatchAllParams struct {
 
 // decodeWatchAllParams decodes the params of WATCH_ALL into p.
 func decodeWatchAllParams(raw []byte, p *WatchAllParams) *rcpError {
+	return decodeWatchAllParamsWith(raw, p, false)
+}
+
+// decodeWatchAllParamsWith is decodeWatchAllParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeWatchAllParamsWith(raw []byte, p *WatchAllParams, trusted bool) *rcpError {
 	*p = WatchAllParams{}
 	var vMachines, vEvents, vFromStates, vToStates, vIncludeCtx, vFromOffset []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -1029,9 +1155,15 @@ type WatchInstanceParams struct {
 
 // decodeWatchInstanceParams decodes the params of WATCH_INSTANCE into p.
 func decodeWatchInstanceParams(raw []byte, p *WatchInstanceParams) *rcpError {
+	return decodeWatchInstanceParamsWith(raw, p, false)
+}
+
+// decodeWatchInstanceParamsWith is decodeWatchInstanceParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeWatchInstanceParamsWith(raw []byte, p *WatchInstanceParams, trusted bool) *rcpError {
 	*p = WatchInstanceParams{}
 	var vInstanceID, vIncludeCtx, vFromOffset []byte
-	sc, err := scanObject(raw)
+	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
 	}
@@ -1073,138 +1205,139 @@ func decodeWatchInstanceParams(raw []byte, p *WatchInstanceParams) *rcpError {
 	return nil
 }
 
-// dispatch decodes the params of op and calls its handler.
+// dispatch decodes the params of op and calls its handler. params must
+// be valid JSON: conn.handle validated the whole request.
 func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) {
 	switch op {
 	case opApplyEvent:
 		var p ApplyEventParams
-		if err := decodeApplyEventParams(params, &p); err != nil {
+		if err := decodeApplyEventParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleApplyEvent(c, &p)
 	case opAuth:
 		var p AuthParams
-		if err := decodeAuthParams(params, &p); err != nil {
+		if err := decodeAuthParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleAuth(c, &p)
 	case opBatch:
 		var p BatchParams
-		if err := decodeBatchParams(params, &p); err != nil {
+		if err := decodeBatchParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleBatch(c, &p)
 	case opBye:
 		var p ByeParams
-		if err := decodeByeParams(params, &p); err != nil {
+		if err := decodeByeParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleBye(c, &p)
 	case opCompact:
 		var p CompactParams
-		if err := decodeCompactParams(params, &p); err != nil {
+		if err := decodeCompactParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleCompact(c, &p)
 	case opCreateInstance:
 		var p CreateInstanceParams
-		if err := decodeCreateInstanceParams(params, &p); err != nil {
+		if err := decodeCreateInstanceParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleCreateInstance(c, &p)
 	case opDeleteInstance:
 		var p DeleteInstanceParams
-		if err := decodeDeleteInstanceParams(params, &p); err != nil {
+		if err := decodeDeleteInstanceParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleDeleteInstance(c, &p)
 	case opFlushAll:
 		var p FlushAllParams
-		if err := decodeFlushAllParams(params, &p); err != nil {
+		if err := decodeFlushAllParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleFlushAll(c, &p)
 	case opGetInstance:
 		var p GetInstanceParams
-		if err := decodeGetInstanceParams(params, &p); err != nil {
+		if err := decodeGetInstanceParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleGetInstance(c, &p)
 	case opGetMachine:
 		var p GetMachineParams
-		if err := decodeGetMachineParams(params, &p); err != nil {
+		if err := decodeGetMachineParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleGetMachine(c, &p)
 	case opHello:
 		var p HelloParams
-		if err := decodeHelloParams(params, &p); err != nil {
+		if err := decodeHelloParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleHello(c, &p)
 	case opInfo:
 		var p InfoParams
-		if err := decodeInfoParams(params, &p); err != nil {
+		if err := decodeInfoParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleInfo(c, &p)
 	case opListInstances:
 		var p ListInstancesParams
-		if err := decodeListInstancesParams(params, &p); err != nil {
+		if err := decodeListInstancesParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleListInstances(c, &p)
 	case opListMachines:
 		var p ListMachinesParams
-		if err := decodeListMachinesParams(params, &p); err != nil {
+		if err := decodeListMachinesParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleListMachines(c, &p)
 	case opPing:
 		var p PingParams
-		if err := decodePingParams(params, &p); err != nil {
+		if err := decodePingParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handlePing(c, &p)
 	case opPutMachine:
 		var p PutMachineParams
-		if err := decodePutMachineParams(params, &p); err != nil {
+		if err := decodePutMachineParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handlePutMachine(c, &p)
 	case opSnapshotInstance:
 		var p SnapshotInstanceParams
-		if err := decodeSnapshotInstanceParams(params, &p); err != nil {
+		if err := decodeSnapshotInstanceParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleSnapshotInstance(c, &p)
 	case opUnwatch:
 		var p UnwatchParams
-		if err := decodeUnwatchParams(params, &p); err != nil {
+		if err := decodeUnwatchParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleUnwatch(c, &p)
 	case opWalRead:
 		var p WalReadParams
-		if err := decodeWalReadParams(params, &p); err != nil {
+		if err := decodeWalReadParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleWalRead(c, &p)
 	case opWalStats:
 		var p WalStatsParams
-		if err := decodeWalStatsParams(params, &p); err != nil {
+		if err := decodeWalStatsParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleWalStats(c, &p)
 	case opWatchAll:
 		var p WatchAllParams
-		if err := decodeWatchAllParams(params, &p); err != nil {
+		if err := decodeWatchAllParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleWatchAll(c, &p)
 	case opWatchInstance:
 		var p WatchInstanceParams
-		if err := decodeWatchInstanceParams(params, &p); err != nil {
+		if err := decodeWatchInstanceParamsWith(params, &p, true); err != nil {
 			return reply{}, err
 		}
 		return s.handleWatchInstance(c, &p)

@@ -604,7 +604,8 @@ func FuzzParamJSON(f *testing.F) {
 // TestParamJSONCallersScanned checks the assumption paramJSON and
 // paramObject rely on to skip validating syntax: in ops_gen.go, the value
 // passed to them is a variable that is only ever assigned sc.val, the
-// member value of a paramObjectScanner from scanObject (which validated it).
+// member value of a paramObjectScanner from scanObject or scanParams (which
+// validated it, or was given params the request scanner validated).
 func TestParamJSONCallersScanned(t *testing.T) {
 	fset := token.NewFileSet()
 	file, err := parser.ParseFile(fset, "ops_gen.go", nil, 0)
@@ -682,8 +683,10 @@ func TestParamJSONCallersScanned(t *testing.T) {
 					t.Errorf("%s: sc is not assigned from scanObject", pos)
 					continue
 				}
-				if id, ok := c.Fun.(*ast.Ident); !ok || id.Name != "scanObject" {
-					t.Errorf("%s: sc is not assigned from scanObject", pos)
+				// scanParams validates, or (trusted) takes params that
+				// conn.handle validated as part of the whole request.
+				if id, ok := c.Fun.(*ast.Ident); !ok || (id.Name != "scanObject" && id.Name != "scanParams") {
+					t.Errorf("%s: sc is not assigned from scanObject or scanParams", pos)
 				}
 			}
 			return true
@@ -691,5 +694,77 @@ func TestParamJSONCallersScanned(t *testing.T) {
 	}
 	if calls == 0 {
 		t.Fatal("no call of paramJSON or paramObject in ops_gen.go")
+	}
+}
+
+// TestTrustedDecodeMatches decodes valid params both ways — validating, as
+// the decoders' own callers do, and trusted, as dispatch does after the
+// request scanner — and expects the same params or the same error.
+func TestTrustedDecodeMatches(t *testing.T) {
+	type dec func(raw []byte, trusted bool) (any, *rcpError)
+	ops := map[string]dec{
+		"APPLY_EVENT": func(raw []byte, tr bool) (any, *rcpError) {
+			var p ApplyEventParams
+			err := decodeApplyEventParamsWith(raw, &p, tr)
+			return p, err
+		},
+		"CREATE_INSTANCE": func(raw []byte, tr bool) (any, *rcpError) {
+			var p CreateInstanceParams
+			err := decodeCreateInstanceParamsWith(raw, &p, tr)
+			return p, err
+		},
+		"PUT_MACHINE": func(raw []byte, tr bool) (any, *rcpError) {
+			var p PutMachineParams
+			err := decodePutMachineParamsWith(raw, &p, tr)
+			return p, err
+		},
+		"LIST_INSTANCES": func(raw []byte, tr bool) (any, *rcpError) {
+			var p ListInstancesParams
+			err := decodeListInstancesParamsWith(raw, &p, tr)
+			return p, err
+		},
+		"HELLO": func(raw []byte, tr bool) (any, *rcpError) {
+			var p HelloParams
+			err := decodeHelloParamsWith(raw, &p, tr)
+			return p, err
+		},
+		"BATCH": func(raw []byte, tr bool) (any, *rcpError) {
+			var p BatchParams
+			err := decodeBatchParamsWith(raw, &p, tr)
+			return p, err
+		},
+	}
+	cases := []struct{ op, raw string }{
+		{"APPLY_EVENT", `{"instance_id":"i-1","event":"GO","payload":{"n":1,"pad":"xx\"y\\","deep":{"a":[1,{"b":null}]}},"expected_state":"s","expected_wal_offset":7,"event_id":"e","idempotency_key":"k"}`},
+		{"APPLY_EVENT", ` { "instance_id" : "i\u002d1" , "event":"G\"O", "payload" : { } , "extra":[1,2,{"x":"}"}] } `},
+		{"APPLY_EVENT", `{"\u0069nstance_id":"i","event":"E"}`},
+		{"APPLY_EVENT", `{"instance_id":"i","event":""}`},
+		{"APPLY_EVENT", `{"instance_id":"i","event":"E","payload":[1]}`},
+		{"APPLY_EVENT", `{"instance_id":"i","event":"E","expected_wal_offset":-1}`},
+		{"APPLY_EVENT", `{"instance_id":"i","instance_id":"j","event":"E"}`},
+		{"APPLY_EVENT", `{"event":"E"}`},
+		{"APPLY_EVENT", `null`},
+		{"APPLY_EVENT", `[]`},
+		{"APPLY_EVENT", `{"instance_id":"\ud800","event":"E"}`},
+		{"CREATE_INSTANCE", `{"machine":"m","version":1,"initial_ctx":{"a":"b\\"},"instance_id":"x"}`},
+		{"PUT_MACHINE", `{"machine":"m","version":2,"definition":{"states":["a","b"],"initial":"a","transitions":[{"from":"a","event":"E","to":"b","guard":"ctx.n > 1 && ctx.s == \"x\""}]}}`},
+		{"LIST_INSTANCES", `{"machine":"m","state":"s","limit":10,"offset":3}`},
+		{"LIST_INSTANCES", `{"limit":"ten"}`},
+		{"HELLO", `{"protocol_version":1,"wire_modes":["binary_json","jsonl"],"features":["a","b"]}`},
+		{"BATCH", `{"mode":"atomic","ops":[{"op":"PING"},{"op":"APPLY_EVENT","params":{"instance_id":"i","event":"E"}}]}`},
+	}
+	for _, tc := range cases {
+		if !paramJSONValid([]byte(tc.raw)) {
+			t.Fatalf("%s %s: test input is not valid JSON", tc.op, tc.raw)
+		}
+		d := ops[tc.op]
+		pv, ev := d([]byte(tc.raw), false)
+		pt, et := d([]byte(tc.raw), true)
+		if diff := cmp.Diff(pv, pt); diff != "" {
+			t.Errorf("%s %s: trusted decode differs (-validating +trusted):\n%s", tc.op, tc.raw, diff)
+		}
+		if diff := cmp.Diff(paramErrText(ev), paramErrText(et)); diff != "" {
+			t.Errorf("%s %s: trusted error differs (-validating +trusted):\n%s", tc.op, tc.raw, diff)
+		}
 	}
 }

@@ -594,13 +594,14 @@ func (g *emitter) file(ops []*opSpec) {
 	}
 
 	g.p(``)
-	g.p(`// dispatch decodes the params of op and calls its handler.`)
+	g.p(`// dispatch decodes the params of op and calls its handler. params must`)
+	g.p(`// be valid JSON: conn.handle validated the whole request.`)
 	g.p(`func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) {`)
 	g.p(`switch op {`)
 	for _, op := range ops {
 		g.p(`case op%s:`, op.goName)
 		g.p(`var p %sParams`, op.goName)
-		g.p(`if err := decode%sParams(params, &p); err != nil {`, op.goName)
+		g.p(`if err := decode%sParamsWith(params, &p, true); err != nil {`, op.goName)
 		g.p(`return reply{}, err`)
 		g.p(`}`)
 		g.p(`return s.%s(c, &p)`, op.handler)
@@ -739,6 +740,12 @@ func (g *emitter) decoder(op *opSpec) {
 	g.p(``)
 	g.p(`// decode%sParams decodes the params of %s into p.`, op.goName, op.name)
 	g.p(`func decode%sParams(raw []byte, p *%sParams) *rcpError {`, op.goName, op.goName)
+	g.p(`return decode%sParamsWith(raw, p, false)`, op.goName)
+	g.p(`}`)
+	g.p(``)
+	g.p(`// decode%sParamsWith is decode%sParams; trusted: raw was validated`, op.goName, op.goName)
+	g.p(`// as JSON already (see scanParams).`)
+	g.p(`func decode%sParamsWith(raw []byte, p *%sParams, trusted bool) *rcpError {`, op.goName, op.goName)
 	if len(op.params) == 0 {
 		g.p(`*p = %sParams{}`, op.goName)
 		g.p(`return paramValidateObject(raw)`)
@@ -751,7 +758,7 @@ func (g *emitter) decoder(op *opSpec) {
 	}
 	g.p(`*p = %sParams{}`, op.goName)
 	g.p(`var %s []byte`, strings.Join(vars, ", "))
-	g.p(`sc, err := scanObject(raw)`)
+	g.p(`sc, err := scanParams(raw, trusted)`)
 	g.p(`if err != nil {`)
 	g.p(`return err`)
 	g.p(`}`)
