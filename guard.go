@@ -649,31 +649,42 @@ func (g *guard) eval(ctx []byte) bool {
 	if g == nil || g.root == nil {
 		return true
 	}
-	return g.root.eval(ctx)
+	return g.root.eval(ctx, false)
 }
 
-func (n *guardNode) eval(ctx []byte) bool {
+// evalValid is eval for a ctx known to be valid JSON, as every stored
+// instance ctx is (built from validated requests, merged by ctxMerge): the
+// walk to the looked-up keys only delimits values (jsontrusted.go) instead
+// of validating them again. The result is eval's.
+func (g *guard) evalValid(ctx []byte) bool {
+	if g == nil || g.root == nil {
+		return true
+	}
+	return g.root.eval(ctx, true)
+}
+
+func (n *guardNode) eval(ctx []byte, valid bool) bool {
 	switch n.kind {
 	case guardOr:
 		for _, k := range n.kids {
-			if k.eval(ctx) {
+			if k.eval(ctx, valid) {
 				return true
 			}
 		}
 		return false
 	case guardAnd:
 		for _, k := range n.kids {
-			if !k.eval(ctx) {
+			if !k.eval(ctx, valid) {
 				return false
 			}
 		}
 		return true
 	case guardNot:
-		return !n.kids[0].eval(ctx)
+		return !n.kids[0].eval(ctx, valid)
 	case guardTruthy:
-		return guardResolve(ctx, n.path).truthy()
+		return guardResolve(ctx, n.path, valid).truthy()
 	case guardCmp:
-		v := guardResolve(ctx, n.path)
+		v := guardResolve(ctx, n.path, valid)
 		switch n.op {
 		case guardOpEq:
 			return v.equal(&n.lit)
@@ -768,7 +779,7 @@ func guardTypeOf(c byte) guardType {
 // intermediates and unreadable JSON give null. A final "length" on an array
 // or string gives its element / code point count (a real "length" key of an
 // object wins, as objects are looked up normally).
-func guardResolve(ctx []byte, path []string) guardVal {
+func guardResolve(ctx []byte, path []string, valid bool) guardVal {
 	s := paramSkipSpace(ctx, 0)
 	if s >= len(ctx) || ctx[s] != '{' {
 		return guardVal{}
@@ -777,7 +788,7 @@ func guardResolve(ctx []byte, path []string) guardVal {
 	for k, name := range path {
 		switch ctx[s] {
 		case '{':
-			vs, ve, end := guardObjectGet(ctx, s, name)
+			vs, ve, end := guardObjectGet(ctx, s, name, valid)
 			if ve < 0 || (k == 0 && paramSkipSpace(ctx, end) != len(ctx)) {
 				return guardVal{} // missing, unreadable, or trailing garbage after ctx
 			}
@@ -800,8 +811,9 @@ func guardResolve(ctx []byte, path []string) guardVal {
 // guardObjectGet looks up key in the object starting at b[i] == '{' and
 // returns the span of its value (the last duplicate key wins) and the index
 // after the object. ve is -1 when the key is missing or the object cannot be
-// read to its end (an unreadable object is null as a whole).
-func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
+// read to its end (an unreadable object is null as a whole). valid: b is
+// known to be valid JSON, so strings and values are only delimited.
+func guardObjectGet(b []byte, i int, key string, valid bool) (vs, ve, end int) {
 	vs, ve = -1, -1
 	i = paramSkipSpace(b, i+1)
 	if i < len(b) && b[i] == '}' {
@@ -811,8 +823,15 @@ func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
 		if i >= len(b) || b[i] != '"' {
 			return -1, -1, -1
 		}
-		ke, escaped := guardStringEnd(b, i)
-		if ke < 0 {
+		var ke int
+		var escaped bool
+		if valid {
+			ke = jsonStringEndTrusted(b, i)
+			if ke-i < 2 || b[ke-1] != '"' {
+				return -1, -1, -1
+			}
+			escaped = bytes.IndexByte(b[i+1:ke-1], '\\') >= 0
+		} else if ke, escaped = guardStringEnd(b, i); ke < 0 {
 			return -1, -1, -1
 		}
 		match := guardStringEqual(b[i+1:ke-1], escaped, key)
@@ -821,8 +840,12 @@ func guardObjectGet(b []byte, i int, key string) (vs, ve, end int) {
 			return -1, -1, -1
 		}
 		s := paramSkipSpace(b, i+1)
-		e := guardSkipValue(b, s)
-		if e < 0 {
+		var e int
+		if valid {
+			if e = jsonSkipTrusted(b, s); e <= s {
+				return -1, -1, -1
+			}
+		} else if e = guardSkipValue(b, s); e < 0 {
 			return -1, -1, -1
 		}
 		if match {

@@ -65,6 +65,11 @@ func FuzzGuard(f *testing.F) {
 			if a != b {
 				t.Fatalf("%q and its String() %q disagree on ctx %q: %v vs %v", src, s, c, a, b)
 			}
+			if paramJSONValid(c) {
+				if v := g.evalValid(c); v != a {
+					t.Fatalf("evalValid(%q, %q) = %v, eval says %v", src, c, v, a)
+				}
+			}
 			if want, ok := guardOracleEval(g, c); ok && a != want {
 				t.Fatalf("eval(%q, %q) = %v, but the encoding/json oracle says %v", src, c, a, want)
 			}

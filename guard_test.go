@@ -184,6 +184,11 @@ func guardRunEvalCases(t *testing.T, tests []guardEvalCase) {
 		if got := g.eval([]byte(tt.ctx)); got != tt.want {
 			t.Errorf("eval(%q, %s) = %v, want %v", tt.expr, tt.ctx, got, tt.want)
 		}
+		if paramJSONValid([]byte(tt.ctx)) {
+			if got := g.evalValid([]byte(tt.ctx)); got != tt.want {
+				t.Errorf("evalValid(%q, %s) = %v, want %v", tt.expr, tt.ctx, got, tt.want)
+			}
+		}
 		if oracle, ok := guardOracleEval(g, []byte(tt.ctx)); ok && oracle != tt.want {
 			t.Errorf("oracle(%q, %s) = %v, want %v", tt.expr, tt.ctx, oracle, tt.want)
 		}

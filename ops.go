@@ -371,7 +371,7 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 	}
 	to := ""
 	for _, t := range cands {
-		if t.guard == nil || t.guard.eval(inst.ctx) {
+		if t.guard == nil || t.guard.evalValid(inst.ctx) {
 			to = t.to
 			break
 		}
