@@ -393,12 +393,10 @@ func (b *frameBudget) release(n int) {
 	b.mu.Unlock()
 }
 
-// appendFrame appends one outgoing frame carrying payload, in mode m.
-// Binary frames have version 1, flags CRC_PRESENT and no extension. The
-// caller keeps payloads within maxPayload; the peer rejects larger ones.
 // frameStart reserves room for a frame header at the end of dst (nothing
-// in JSONL mode), so a payload can be appended in place and finished with
-// frameFinish: the reply path builds each frame without a second copy.
+// in JSONL mode), so a payload can be appended in place and the frame
+// completed with frameFinish: the reply path builds each frame in one
+// buffer, without copying the payload.
 func frameStart(dst []byte, m wireMode) []byte {
 	if m == modeJSONL {
 		return dst
@@ -407,14 +405,16 @@ func frameStart(dst []byte, m wireMode) []byte {
 	return append(dst, h[:]...)
 }
 
-// frameFinish completes the frame begun at f[0] by frameStart: the same
-// bytes as appendFrame(nil, m, payload).
-func frameFinish(f []byte, m wireMode) []byte {
+// frameFinish completes the frame that starts at f[0] (see frameStart).
+func frameFinish(f []byte, m wireMode) []byte { return frameFinishAt(f, 0, m) }
+
+// frameFinishAt completes the frame begun by frameStart at f[start:].
+func frameFinishAt(f []byte, start int, m wireMode) []byte {
 	if m == modeJSONL {
 		return append(f, '\n')
 	}
-	payload := f[frameHeaderLen:]
-	h := f[:0:frameHeaderLen]
+	payload := f[start+frameHeaderLen:]
+	h := f[start : start : start+frameHeaderLen]
 	h = append(h, frameMagic[:]...)
 	h = binary.BigEndian.AppendUint16(h, frameVersion)
 	h = binary.BigEndian.AppendUint16(h, frameFlagCRC)
@@ -424,17 +424,11 @@ func frameFinish(f []byte, m wireMode) []byte {
 	return f
 }
 
+// appendFrame appends one outgoing frame carrying payload, in mode m.
+// Binary frames have version 1, flags CRC_PRESENT and no extension. The
+// caller keeps payloads within maxPayload; the peer rejects larger ones.
 func appendFrame(dst []byte, m wireMode, payload []byte) []byte {
-	dst = slices.Grow(dst, 20+len(payload)) // one allocation, not one per append
-	if m == modeJSONL {
-		dst = append(dst, payload...)
-		return append(dst, '\n')
-	}
-	dst = append(dst, frameMagic[:]...)
-	dst = binary.BigEndian.AppendUint16(dst, frameVersion)
-	dst = binary.BigEndian.AppendUint16(dst, frameFlagCRC)
-	dst = binary.BigEndian.AppendUint16(dst, 0)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(payload)))
-	dst = binary.BigEndian.AppendUint32(dst, crc32.Checksum(payload, frameCRCTable))
-	return append(dst, payload...)
+	dst = slices.Grow(dst, frameHeaderLen+1+len(payload)) // one allocation
+	start := len(dst)
+	return frameFinishAt(append(frameStart(dst, m), payload...), start, m)
 }

@@ -685,16 +685,3 @@ func TestFrameBudget(t *testing.T) {
 		t.Fatalf("budget not returned after a's buffer shrank: %v", err)
 	}
 }
-
-// TestFrameStartFinish checks that a frame built in place is byte for byte
-// what appendFrame makes, in both modes.
-func TestFrameStartFinish(t *testing.T) {
-	for _, m := range []wireMode{modeBinary, modeJSONL} {
-		for _, payload := range []string{"", "{}", `{"type":"response","id":"1","status":"ok","result":{"pong":true}}`} {
-			got := frameFinish(append(frameStart([]byte(nil), m), payload...), m)
-			if want := appendFrame(nil, m, []byte(payload)); !bytes.Equal(got, want) {
-				t.Errorf("mode %d, payload %q:\n got %x\nwant %x", m, payload, got, want)
-			}
-		}
-	}
-}
