@@ -187,9 +187,8 @@ type walSegment struct {
 	data    []byte  // read-only mapping of the whole file
 	size    int64   // file size, all preallocated
 	end     int64   // bytes of record data: where the next record goes
-	written int64   // bytes of record data in the file; [written, end) is in pend
 	zeroed  int64   // prefix of the file that holds data or written zeros
-	pend    []byte  // every_write: records appended but not yet written
+	pend    []byte  // every_write: records appended but not yet written, [end-len(pend), end)
 	named   bool    // renamed to walSegmentName(first); false while temporary
 	dirty   bool    // written since its last fdatasync
 	idx     []int64 // idx[k] is the offset of record first+k*walIndexStride
@@ -522,7 +521,7 @@ func (w *wal) recover() error {
 			}
 		}
 		s.last, s.end, s.idx = r.last, r.end, r.idx
-		s.written, s.zeroed, s.named = r.end, r.end, true
+		s.zeroed, s.named = r.end, true
 		w.bytesRead.Add(uint64(r.end))
 		w.reads.Add(r.records)
 	}
@@ -889,7 +888,7 @@ func (w *wal) append(typ uint8, payload []byte) (uint64, error) {
 		if cap(buf) <= 1<<20 {
 			w.buf = buf
 		}
-		act.written, act.dirty = act.end+size, true
+		act.dirty = true
 	}
 	if (lsn-act.first)%walIndexStride == 0 {
 		act.idx = append(act.idx, act.end)
@@ -999,18 +998,17 @@ func (w *wal) commit() error {
 		if len(s.pend) == 0 && !s.dirty && s.named {
 			continue
 		}
-		j := commitJob{s: s, buf: s.pend, off: s.written, name: filepath.Base(s.path)}
+		j := commitJob{s: s, buf: s.pend, off: s.end - int64(len(s.pend)), name: filepath.Base(s.path)}
 		s.pend = nil
-		s.written = s.end
 		s.dirty = false
 		if !s.named {
 			j.tmp, j.install = s.path, filepath.Join(w.dir, walSegmentName(s.first))
 			j.name = filepath.Base(j.install)
 		}
-		if w.deferWrites && s.zeroed < s.size && s.zeroed < s.written+walZeroAhead/2 {
+		if w.deferWrites && s.zeroed < s.size && s.zeroed < s.end+walZeroAhead/2 {
 			// Only the committer writes under every_write, so zeros
 			// ahead of the data cannot land on a record.
-			j.zeroAt = max(s.zeroed, s.written)
+			j.zeroAt = max(s.zeroed, s.end)
 			j.zero = min(s.size, j.zeroAt+walZeroAhead)
 			s.zeroed = j.zero
 		}
