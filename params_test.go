@@ -697,42 +697,28 @@ func TestParamJSONCallersScanned(t *testing.T) {
 	}
 }
 
+// trustedDecoder wraps a generated decodeXParamsWith for
+// TestTrustedDecodeMatches.
+func trustedDecoder[P any](decode func([]byte, *P, bool) *rcpError) func([]byte, bool) (any, *rcpError) {
+	return func(raw []byte, trusted bool) (any, *rcpError) {
+		var p P
+		err := decode(raw, &p, trusted)
+		return p, err
+	}
+}
+
 // TestTrustedDecodeMatches decodes valid params both ways — validating, as
 // the decoders' own callers do, and trusted, as dispatch does after the
 // request scanner — and expects the same params or the same error.
 func TestTrustedDecodeMatches(t *testing.T) {
 	type dec func(raw []byte, trusted bool) (any, *rcpError)
 	ops := map[string]dec{
-		"APPLY_EVENT": func(raw []byte, tr bool) (any, *rcpError) {
-			var p ApplyEventParams
-			err := decodeApplyEventParamsWith(raw, &p, tr)
-			return p, err
-		},
-		"CREATE_INSTANCE": func(raw []byte, tr bool) (any, *rcpError) {
-			var p CreateInstanceParams
-			err := decodeCreateInstanceParamsWith(raw, &p, tr)
-			return p, err
-		},
-		"PUT_MACHINE": func(raw []byte, tr bool) (any, *rcpError) {
-			var p PutMachineParams
-			err := decodePutMachineParamsWith(raw, &p, tr)
-			return p, err
-		},
-		"LIST_INSTANCES": func(raw []byte, tr bool) (any, *rcpError) {
-			var p ListInstancesParams
-			err := decodeListInstancesParamsWith(raw, &p, tr)
-			return p, err
-		},
-		"HELLO": func(raw []byte, tr bool) (any, *rcpError) {
-			var p HelloParams
-			err := decodeHelloParamsWith(raw, &p, tr)
-			return p, err
-		},
-		"BATCH": func(raw []byte, tr bool) (any, *rcpError) {
-			var p BatchParams
-			err := decodeBatchParamsWith(raw, &p, tr)
-			return p, err
-		},
+		"APPLY_EVENT":     trustedDecoder(decodeApplyEventParamsWith),
+		"CREATE_INSTANCE": trustedDecoder(decodeCreateInstanceParamsWith),
+		"PUT_MACHINE":     trustedDecoder(decodePutMachineParamsWith),
+		"LIST_INSTANCES":  trustedDecoder(decodeListInstancesParamsWith),
+		"HELLO":           trustedDecoder(decodeHelloParamsWith),
+		"BATCH":           trustedDecoder(decodeBatchParamsWith),
 	}
 	cases := []struct{ op, raw string }{
 		{"APPLY_EVENT", `{"instance_id":"i-1","event":"GO","payload":{"n":1,"pad":"xx\"y\\","deep":{"a":[1,{"b":null}]}},"expected_state":"s","expected_wal_offset":7,"event_id":"e","idempotency_key":"k"}`},
