@@ -26,6 +26,7 @@ type transKey struct{ from, event string }
 // transition is one candidate for a (state, event); candidates are tried
 // in definition order and the first whose guard passes wins.
 type transition struct {
+	event string // the machine's own copy: records keep it, not the request's
 	to    string
 	guard *guard // nil: always passes
 }
@@ -134,7 +135,7 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 				return nil, bad(field+".from", "transition source '%s' is not in states", f)
 			}
 			k := transKey{from, *t.Event}
-			mv.trans[k] = append(mv.trans[k], transition{to: to, guard: g})
+			mv.trans[k] = append(mv.trans[k], transition{event: *t.Event, to: to, guard: g})
 		}
 		if i > 0 {
 			canon = append(canon, ',')

@@ -369,19 +369,22 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 		return prepared{}, newError(codeInvalidTransition, "event '%s' is not valid in state '%s' of machine '%s' version %d", p.Event, inst.state, inst.mv.name, inst.mv.version).
 			with("instance_id", p.InstanceID).with("current_state", inst.state).with("event", p.Event)
 	}
-	to := ""
-	for _, t := range cands {
-		if t.guard == nil || t.guard.evalValid(inst.ctx) {
-			to = t.to
+	var to *transition
+	for i := range cands {
+		if t := &cands[i]; t.guard == nil || t.guard.evalValid(inst.ctx) {
+			to = t
 			break
 		}
 	}
-	if to == "" {
+	if to == nil {
 		return prepared{}, newError(codeGuardFailed, "no transition for event '%s' from state '%s' passed its guard", p.Event, inst.state).
 			with("instance_id", p.InstanceID).with("current_state", inst.state).with("event", p.Event)
 	}
+	// instance_id, event and payload are borrowed from the request (see
+	// ops.spec): the record takes the instance's and the machine's own
+	// strings, and the payload only until it is encoded into the log.
 	payload := compactJSON(p.Payload)
-	r := &record{typ: recApplyEvent, Time: now, InstanceID: p.InstanceID, Machine: inst.mv.name, Version: inst.mv.version, Event: p.Event, FromState: inst.state, ToState: to,
+	r := &record{typ: recApplyEvent, Time: now, InstanceID: inst.id, Machine: inst.mv.name, Version: inst.mv.version, Event: to.event, FromState: inst.state, ToState: to.to,
 		Payload: payload, Ctx: ctxMerge(inst.ctx, payload), EventID: optStrEmpty(p.EventID)}
 	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil

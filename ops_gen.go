@@ -177,10 +177,13 @@ func _() {
 }
 
 // ApplyEventParams are the params of APPLY_EVENT.
+//
+// Borrowed fields alias the request buffer: they are valid only while
+// the request is handled, and must be copied to be kept.
 type ApplyEventParams struct {
-	InstanceID        string          // instance_id required max=256
-	Event             string          // event required min=1 max=256
-	Payload           json.RawMessage // payload
+	InstanceID        string          // instance_id required borrowed max=256
+	Event             string          // event required borrowed min=1 max=256
+	Payload           json.RawMessage // payload borrowed
 	ExpectedState     *string         // expected_state max=256
 	ExpectedWalOffset *uint64         // expected_wal_offset
 	EventID           *string         // event_id max=256
@@ -226,19 +229,19 @@ func decodeApplyEventParamsWith(raw []byte, p *ApplyEventParams, trusted bool) *
 	if paramAbsent(vInstanceID) {
 		return paramMissing("instance_id")
 	}
-	if p.InstanceID, err = paramString("instance_id", vInstanceID, 0, 256); err != nil {
+	if p.InstanceID, err = paramStringBorrowed("instance_id", vInstanceID, 0, 256); err != nil {
 		return err
 	}
 	// event
 	if paramAbsent(vEvent) {
 		return paramMissing("event")
 	}
-	if p.Event, err = paramString("event", vEvent, 1, 256); err != nil {
+	if p.Event, err = paramStringBorrowed("event", vEvent, 1, 256); err != nil {
 		return err
 	}
 	// payload
 	if !paramAbsent(vPayload) {
-		if p.Payload, err = paramObject("payload", vPayload); err != nil {
+		if p.Payload, err = paramObjectBorrowed("payload", vPayload); err != nil {
 			return err
 		}
 	}

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func TestSessionOps(t *testing.T) {
@@ -292,5 +294,85 @@ func TestCtxCompaction(t *testing.T) {
 	json.Unmarshal(m.Result, &r)
 	if want := `{"a":4,"s":"x y","b":{"c":"d e"}}`; string(r.Ctx) != want {
 		t.Errorf("ctx %s, want %s", r.Ctx, want)
+	}
+}
+
+// TestApplyKeepsNoBorrowedBytes checks the contract of APPLY_EVENT's
+// borrowed params (ops.spec): instance_id, event and payload alias the
+// request buffer, so nothing the server keeps may point into it. The
+// request is overwritten after each call, as the connection's next read
+// would, and the instance, the log record and the reply must not change.
+func TestApplyKeepsNoBorrowedBytes(t *testing.T) {
+	s, _ := benchOpen(t, "every_write", 1, 0)
+	c := &conn{s: s, fr: newFrameReader(nil)}
+	req := func(body string) []byte {
+		return []byte(`{"type":"request","id":"r-1","op":"APPLY_EVENT","params":` + body + `}`)
+	}
+	scribble := func(b []byte) {
+		for i := range b {
+			b[i] = 'Z'
+		}
+	}
+	first := req(`{"instance_id":"bench-0","event":"TICK","payload":{"n":7,"tag":"abc"},"event_id":"ev-1"}`)
+	m1 := c.handle(first)
+	reply1 := string(m1.buf)
+	scribble(first)
+	// A second request on the same connection reuses its record.
+	second := req(`{"instance_id":"bench-0","event":"TICK","payload":{"more":true}}`)
+	m2 := c.handle(second)
+	scribble(second)
+	if string(m1.buf) != reply1 || !strings.Contains(reply1, `"ctx":{"n":7,"pad":"","tag":"abc"}`) {
+		t.Errorf("first reply changed or wrong: %q (was %q)", m1.buf, reply1)
+	}
+	if !strings.Contains(string(m2.buf), `"ctx":{"n":7,"pad":"","tag":"abc","more":true}`) {
+		t.Errorf("second reply: %q", m2.buf)
+	}
+	// Into an empty ctx, the merge result equals the payload, and must
+	// still be a copy of it.
+	free := json.RawMessage(`{"states":["a"],"initial":"a","transitions":[{"from":"a","event":"GO","to":"a"}]}`)
+	if _, rerr := s.handlePutMachine(nil, &PutMachineParams{Machine: "free", Version: 1, Definition: free}); rerr != nil {
+		t.Fatal(rerr)
+	}
+	empty := "empty"
+	if _, rerr := s.handleCreateInstance(nil, &CreateInstanceParams{InstanceID: &empty, Machine: "free", Version: 1}); rerr != nil {
+		t.Fatal(rerr)
+	}
+	third := req(`{"instance_id":"empty","event":"GO","payload":{"n":1}}`)
+	c.handle(third)
+	scribble(third)
+	if err := s.log.sync(); err != nil {
+		t.Fatal(err)
+	}
+
+	s.st.mu.RLock()
+	if e := s.st.instances["empty"]; e == nil || string(e.ctx) != `{"n":1}` {
+		t.Errorf("instance with an empty ctx after the request was overwritten: %+v", e)
+	}
+	in := s.st.instances["bench-0"]
+	s.st.mu.RUnlock()
+	if in == nil || in.id != "bench-0" || in.state != "live" || string(in.ctx) != `{"n":7,"pad":"","tag":"abc","more":true}` {
+		t.Fatalf("instance after the requests were overwritten: %+v", in)
+	}
+	var got []string
+	err := s.log.read(1, func(wr walRecord) bool {
+		r, err := decodeRecord(wr.Type, wr.Payload)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.typ == recApplyEvent {
+			got = append(got, fmt.Sprintf("%s %s %s %s %s", r.InstanceID, r.Event, r.Payload, r.Ctx, r.EventID))
+		}
+		return true
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{
+		`bench-0 TICK {"n":7,"tag":"abc"} {"n":7,"pad":"","tag":"abc"} ev-1`,
+		`bench-0 TICK {"more":true} {"n":7,"pad":"","tag":"abc","more":true} `,
+		`empty GO {"n":1} {"n":1} `,
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("logged APPLY_EVENT records (-want +got):\n%s", diff)
 	}
 }

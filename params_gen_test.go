@@ -119,12 +119,16 @@ func TestGenDecodeApplyEvent(t *testing.T) {
 	if diff := cmp.Diff(want, p); diff != "" {
 		t.Errorf("params (-want +got):\n%s", diff)
 	}
-	// The payload must be a copy.
+	// instance_id, event and payload are borrowed (ops.spec): they alias the
+	// request unless decoding had to unescape. Everything else is a copy.
 	for i := range raw {
 		raw[i] = ' '
 	}
-	if string(p.Payload) != `{"a":1}` {
-		t.Errorf("payload aliases the request: %q", p.Payload)
+	if string(p.Payload) != `       ` || p.Event != "  " {
+		t.Errorf("borrowed fields do not alias the request: payload %q event %q", p.Payload, p.Event)
+	}
+	if p.InstanceID != "ié" || *p.ExpectedState != "s" || *p.EventID != "e" || *p.IdempotencyKey != "k" {
+		t.Errorf("copied fields changed with the request: %+v", p)
 	}
 
 	for _, tc := range []struct{ raw, wantErr string }{

@@ -546,7 +546,8 @@ func (c *conn) handle(payload []byte) outMsg {
 	if sc.err != nil {
 		return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request is not valid JSON")), close: true}
 	}
-	id, err := parseJSONString(idRaw)
+	// The id is only copied into the reply, so it may alias the request.
+	id, err := parseJSONStringBorrowed(idRaw)
 	if idRaw == nil || err != nil {
 		return outMsg{buf: c.encodeError(nil, badParam("id", "request 'id' must be a string"))}
 	}

@@ -8,7 +8,7 @@ package main
 //
 //	op NAME handler=METHOD flags=FLAG[,FLAG...]
 //	  doc TEXT
-//	  param NAME TYPE [required] [default=V] [min=N] [max=N] [enum=A|B]
+//	  param NAME TYPE [required] [borrow] [default=V] [min=N] [max=N] [enum=A|B]
 //
 // A '#' at the start of a line or after whitespace starts a comment.
 
@@ -69,6 +69,7 @@ type paramSpec struct {
 	goName   string // InstanceID
 	typ      string // spec type
 	required bool
+	borrow   bool    // string/json/object: the value aliases the request buffer
 	def      *string // default, as written
 	min, max *uint64
 	enum     []string
@@ -285,6 +286,8 @@ func (p *parser) parseParam(n int, fields []string) *paramSpec {
 		switch {
 		case !isAttr && key == "required":
 			ps.required = true
+		case !isAttr && key == "borrow":
+			ps.borrow = true
 		case isAttr && key == "default":
 			ps.def = &value
 		case isAttr && (key == "min" || key == "max"):
@@ -309,6 +312,9 @@ func (p *parser) parseParam(n int, fields []string) *paramSpec {
 	}
 	if ps.required && ps.def != nil {
 		bad("required together with default")
+	}
+	if ps.borrow && ps.typ != "string" && ps.typ != "json" && ps.typ != "object" {
+		bad("borrow is only supported for types string, json and object, not %s", ps.typ)
 	}
 	// min/max: bounds of a value for integers, of a length for strings and
 	// lists; nothing else has them.
@@ -647,6 +653,9 @@ func (ps *paramSpec) describe() string {
 	if ps.required {
 		parts = append(parts, "required")
 	}
+	if ps.borrow {
+		parts = append(parts, "borrowed")
+	}
 	if ps.def != nil {
 		parts = append(parts, "default="+*ps.def)
 	}
@@ -669,6 +678,14 @@ func (g *emitter) params(op *opSpec) {
 		g.p(`type %sParams struct{}`, op.goName)
 		return
 	}
+	for _, ps := range op.params {
+		if ps.borrow {
+			g.p(`//`)
+			g.p(`// Borrowed fields alias the request buffer: they are valid only while`)
+			g.p(`// the request is handled, and must be copied to be kept.`)
+			break
+		}
+	}
 	g.p(`type %sParams struct {`, op.goName)
 	for _, ps := range op.params {
 		g.p(`%s %s // %s`, ps.goName, ps.goType(), ps.describe())
@@ -685,9 +702,13 @@ func (ps *paramSpec) call(v string) string {
 	if ps.max != nil {
 		lenMax = strconv.FormatUint(*ps.max, 10)
 	}
+	borrowed := ""
+	if ps.borrow {
+		borrowed = "Borrowed"
+	}
 	switch ps.typ {
 	case "string":
-		return fmt.Sprintf("paramString(%q, %s, %s, %s)", ps.name, v, lenMin, lenMax)
+		return fmt.Sprintf("paramString%s(%q, %s, %s, %s)", borrowed, ps.name, v, lenMin, lenMax)
 	case "bool":
 		return fmt.Sprintf("paramBool(%q, %s)", ps.name, v)
 	case "u32", "u64":
@@ -700,9 +721,9 @@ func (ps *paramSpec) call(v string) string {
 		}
 		return fmt.Sprintf("%s(%q, %s, %s, %s)", fn, ps.name, v, lenMin, max)
 	case "json":
-		return fmt.Sprintf("paramJSON(%q, %s)", ps.name, v)
+		return fmt.Sprintf("paramJSON%s(%q, %s)", borrowed, ps.name, v)
 	case "object":
-		return fmt.Sprintf("paramObject(%q, %s)", ps.name, v)
+		return fmt.Sprintf("paramObject%s(%q, %s)", borrowed, ps.name, v)
 	case "[]string":
 		return fmt.Sprintf("paramStringList(%q, %s, %s, %s)", ps.name, v, lenMin, lenMax)
 	case "[]json":

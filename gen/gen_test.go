@@ -164,6 +164,8 @@ func TestSpecErrors(t *testing.T) {
 		{"max too big for u32", ok + "  param x u32 max=4294967296\n", []string{"line 3: param x: max=4294967296 is out of range for type u32"}},
 		{"min greater than max", ok + "  param x u64 min=5 max=4\n", []string{"line 3: param x: min=5 is greater than max=4"}},
 		{"enum on u32", ok + "  param x u32 enum=1|2\n", []string{"line 3: param x: enum is only supported for type string, not u32"}},
+		{"borrow on u64", ok + "  param x u64 borrow\n", []string{"line 3: param x: borrow is only supported for types string, json and object, not u64"}},
+		{"borrow on list", ok + "  param x []string borrow\n", []string{"line 3: param x: borrow is only supported for types string, json and object, not []string"}},
 		{"enum on list", ok + "  param x []string enum=a|b\n", []string{"line 3: param x: enum is only supported for type string, not []string"}},
 		{"empty enum value", ok + "  param x string enum=a||b\n", []string{"line 3: param x: empty enum value"}},
 		{"duplicate enum value", ok + "  param x string enum=a|b|a\n", []string{"line 3: param x: duplicate enum value \"a\""}},
