@@ -152,6 +152,7 @@ func BenchmarkRequest(b *testing.B) {
 				if !bytes.Contains(m.buf[:min(len(m.buf), 64)], []byte(`"status":"ok"`)) {
 					b.Fatalf("%s", m.buf)
 				}
+				m.written() // as the connection's writer does
 			}
 		})
 	}

@@ -344,7 +344,9 @@ func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpE
 	return prepared{rec: r}, nil
 }
 
-func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError) {
+// prepApply checks an APPLY_EVENT and builds its record into r, or a new
+// record when r is nil.
+func (s *server) prepApply(p *ApplyEventParams, now int64, r *record) (prepared, *rcpError) {
 	st := s.st
 	hash, cached, err := s.idemCheck(recApplyEvent, p.IdempotencyKey, now, func() string {
 		return paramsHash(p.InstanceID, p.Event, string(ctxCanonical(p.Payload)), optStr(p.ExpectedState), optU64(p.ExpectedWalOffset), optStr(p.EventID))
@@ -384,7 +386,10 @@ func (s *server) prepApply(p *ApplyEventParams, now int64) (prepared, *rcpError)
 	// ops.spec): the record takes the instance's and the machine's own
 	// strings, and the payload only until it is encoded into the log.
 	payload := compactJSON(p.Payload)
-	r := &record{typ: recApplyEvent, Time: now, InstanceID: inst.id, Machine: inst.mv.name, Version: inst.mv.version, Event: to.event, FromState: inst.state, ToState: to.to,
+	if r == nil {
+		r = new(record)
+	}
+	*r = record{typ: recApplyEvent, Time: now, InstanceID: inst.id, Machine: inst.mv.name, Version: inst.mv.version, Event: to.event, FromState: inst.state, ToState: to.to,
 		Payload: payload, Ctx: ctxMerge(inst.ctx, payload), EventID: optStrEmpty(p.EventID)}
 	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
@@ -452,8 +457,14 @@ func (s *server) handleCreateInstance(c *conn, p *CreateInstanceParams) (reply, 
 }
 
 func (s *server) handleApplyEvent(c *conn, p *ApplyEventParams) (reply, *rcpError) {
+	// The connection's record is free again once the reply is rendered,
+	// before its next request is read.
+	var r *record
+	if c != nil {
+		r = &c.rec
+	}
 	s.st.mu.Lock()
-	pr, err := s.commitPrepared(s.prepApply(p, s.now()))
+	pr, err := s.commitPrepared(s.prepApply(p, s.now(), r))
 	s.st.mu.Unlock()
 	return preparedReply(pr, err)
 }
@@ -565,7 +576,7 @@ func (s *server) prepBatchOp(c *conn, op opCode, params json.RawMessage, now int
 		if err := decodeApplyEventParams(params, &p); err != nil {
 			return prepared{}, err
 		}
-		return s.prepApply(&p, now)
+		return s.prepApply(&p, now, nil)
 	case opDeleteInstance:
 		var p DeleteInstanceParams
 		if err := decodeDeleteInstanceParams(params, &p); err != nil {

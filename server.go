@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -330,6 +331,7 @@ type conn struct {
 	authed       bool
 	authFailures int
 	scratch      []byte
+	rec          record // a single APPLY_EVENT's record, reused
 }
 
 // maxQueuedBytes bounds what one connection may have queued for sending
@@ -378,8 +380,27 @@ func (g *byteGate) release(n int) {
 
 type outMsg struct {
 	buf   []byte
-	lsn   uint64 // send only once durable
-	close bool   // close the connection after this message
+	lsn   uint64  // send only once durable
+	close bool    // close the connection after this message
+	pool  *[]byte // buf came from replyBufs: return it once written
+}
+
+// replyBufs recycles reply buffers: the writer copies a reply into the
+// connection's write buffer, after which the reply's own buffer is free.
+// A durable write's reply is one of the allocations per request that the
+// garbage collector would otherwise have to keep up with.
+var replyBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// maxPooledReply keeps the rare large reply out of the pool.
+const maxPooledReply = 64 << 10
+
+// written returns m's buffer to replyBufs, once nothing refers to it.
+func (m *outMsg) written() {
+	if m.pool != nil && cap(m.buf) <= maxPooledReply {
+		*m.pool = m.buf[:0]
+		replyBufs.Put(m.pool)
+	}
+	m.pool, m.buf = nil, nil
 }
 
 func (s *server) newConn(nc net.Conn) *conn {
@@ -490,6 +511,7 @@ func (c *conn) writeLoop() {
 		}
 		_, err := bw.Write(m.buf)
 		c.gate.release(len(m.buf))
+		m.written()
 		if err != nil {
 			return
 		}
@@ -590,7 +612,8 @@ func (c *conn) handle(payload []byte) outMsg {
 		return outMsg{buf: c.encodeError(&id, rerr), lsn: lsn}
 	}
 	c.s.metrics.request(opName, "", time.Since(start))
-	return outMsg{buf: c.encodeReply(id, r), lsn: r.lsn, close: c.closing}
+	bp := replyBufs.Get().(*[]byte)
+	return outMsg{buf: c.encodeReply(*bp, id, r), pool: bp, lsn: r.lsn, close: c.closing}
 }
 
 // buildTLSConfig loads the server certificate and, for mTLS, the CA that
@@ -628,15 +651,16 @@ func errBody(e *rcpError) *errorBody {
 	return &errorBody{e.Code, e.Message, e.retryable(), e.Details}
 }
 
-// encodeReply builds the reply frame in one buffer: header room, envelope,
-// the result (rendered in place for a single write), then the header.
-func (c *conn) encodeReply(id string, r reply) []byte {
+// encodeReply builds the reply frame in one buffer (dst's storage, grown as
+// needed): header room, envelope, the result (rendered in place for a
+// single write), then the header.
+func (c *conn) encodeReply(dst []byte, id string, r reply) []byte {
 	m := c.fr.mode()
 	size := frameHeaderLen + 96 + len(id) + len(r.result)
 	if r.rec != nil {
 		size += resultSize(r.rec)
 	}
-	p := frameStart(make([]byte, 0, size), m)
+	p := frameStart(slices.Grow(dst[:0], size), m)
 	p = append(p, `{"type":"response","id":`...)
 	p = encAppendString(p, id)
 	p = append(p, `,"status":"ok","result":`...)
