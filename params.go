@@ -22,6 +22,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"math/bits"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -97,12 +98,15 @@ func paramScanString(b []byte, i int) (end int, escaped bool, err error) {
 	}
 	i++
 	for i < len(b) {
-		// Skip plain bytes eight at a time: strings are most of a request.
-		for i+8 <= len(b) && !paramHasSpecial(binary.LittleEndian.Uint64(b[i:])) {
-			i += 8
-		}
-		if i >= len(b) {
-			break
+		// Skip plain bytes eight at a time (strings are most of a request),
+		// then straight to the first special byte of the eight.
+		if i+8 <= len(b) {
+			m := paramSpecialMask(binary.LittleEndian.Uint64(b[i:]))
+			if m == 0 {
+				i += 8
+				continue
+			}
+			i += bits.TrailingZeros64(m) >> 3
 		}
 		c := b[i]
 		switch {
@@ -133,13 +137,16 @@ func paramScanString(b []byte, i int) (end int, escaped bool, err error) {
 	return i, escaped, paramSyntaxErr(i, "unterminated string")
 }
 
-// paramHasSpecial reports whether any of the 8 bytes in x is '"', '\\' or a
-// control character (< 0x20): the bytes a string scan must stop at.
-func paramHasSpecial(x uint64) bool {
+// paramSpecialMask is non-zero when any of the 8 bytes in x (little-endian)
+// is '"', '\\' or a control character (< 0x20): the bytes a string scan
+// must stop at. Its lowest set bit is the high bit of the first such byte;
+// bits above it can be false positives (a borrow carries into the next
+// byte), so only the lowest is meaningful.
+func paramSpecialMask(x uint64) uint64 {
 	const ones, highs = 0x0101010101010101, 0x8080808080808080
 	q := x ^ (ones * '"')
 	bs := x ^ (ones * '\\')
-	return ((q-ones)&^q|(bs-ones)&^bs|(x-ones*0x20)&^x)&highs != 0
+	return ((q-ones)&^q | (bs-ones)&^bs | (x-ones*0x20)&^x) & highs
 }
 
 // paramHex4 decodes the four hex digits at b[i:i+4].

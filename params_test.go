@@ -1,11 +1,13 @@
 package main
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"go/ast"
 	"go/parser"
 	"go/token"
+	"math/bits"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -756,6 +758,41 @@ func TestTrustedDecodeMatches(t *testing.T) {
 		}
 		if diff := cmp.Diff(paramErrText(ev), paramErrText(et)); diff != "" {
 			t.Errorf("%s %s: trusted error differs (-validating +trusted):\n%s", tc.op, tc.raw, diff)
+		}
+	}
+}
+
+// TestParamSpecialMask checks the word-at-a-time string scan's mask against
+// a byte loop: for every pair of adjacent byte values at every position
+// (where a borrow from one byte could disturb the next), the lowest set
+// bit must mark the first '"', '\\' or control character, and there must
+// be none when there is no such byte.
+func TestParamSpecialMask(t *testing.T) {
+	special := func(c byte) bool { return c == '"' || c == '\\' || c < 0x20 }
+	var w [8]byte
+	for pos := 0; pos < 7; pos++ {
+		for a := 0; a < 256; a++ {
+			for b := 0; b < 256; b++ {
+				for i := range w {
+					w[i] = 'a'
+				}
+				w[pos], w[pos+1] = byte(a), byte(b)
+				want := -1
+				for i, c := range w {
+					if special(c) {
+						want = i
+						break
+					}
+				}
+				m := paramSpecialMask(binary.LittleEndian.Uint64(w[:]))
+				got := -1
+				if m != 0 {
+					got = bits.TrailingZeros64(m) >> 3
+				}
+				if got != want {
+					t.Fatalf("%q: first special byte at %d, mask says %d", w, want, got)
+				}
+			}
 		}
 	}
 }
