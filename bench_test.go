@@ -148,7 +148,7 @@ func BenchmarkRequest(b *testing.B) {
 			b.ResetTimer()
 			defer benchCPU(b)()
 			for i := range b.N {
-				m := c.handle(payloads[i%len(payloads)])
+				m := c.handle(payloads[i%len(payloads)], time.Now())
 				if !bytes.Contains(m.buf[:min(len(m.buf), 64)], []byte(`"status":"ok"`)) {
 					b.Fatalf("%s", m.buf)
 				}

@@ -314,12 +314,12 @@ func TestApplyKeepsNoBorrowedBytes(t *testing.T) {
 		}
 	}
 	first := req(`{"instance_id":"bench-0","event":"TICK","payload":{"n":7,"tag":"abc"},"event_id":"ev-1"}`)
-	m1 := c.handle(first)
+	m1 := c.handle(first, time.Now())
 	reply1 := string(m1.buf)
 	scribble(first)
 	// A second request on the same connection reuses its record.
 	second := req(`{"instance_id":"bench-0","event":"TICK","payload":{"more":true}}`)
-	m2 := c.handle(second)
+	m2 := c.handle(second, time.Now())
 	scribble(second)
 	if string(m1.buf) != reply1 || !strings.Contains(reply1, `"ctx":{"n":7,"pad":"","tag":"abc"}`) {
 		t.Errorf("first reply changed or wrong: %q (was %q)", m1.buf, reply1)
@@ -338,7 +338,7 @@ func TestApplyKeepsNoBorrowedBytes(t *testing.T) {
 		t.Fatal(rerr)
 	}
 	third := req(`{"instance_id":"empty","event":"GO","payload":{"n":1}}`)
-	c.handle(third)
+	c.handle(third, time.Now())
 	scribble(third)
 	if err := s.log.sync(); err != nil {
 		t.Fatal(err)

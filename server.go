@@ -454,7 +454,7 @@ func (c *conn) readLoop() {
 		if idle > 0 {
 			deadline.arm(c.nc.SetReadDeadline, now, idle)
 		}
-		msg := c.handle(payload)
+		msg := c.handle(payload, now)
 		c.enqueue(msg)
 		c.activateSubscriptions()
 		if c.switchTo != nil {
@@ -504,9 +504,11 @@ func (c *conn) writeLoop() {
 				return
 			}
 		}
-		if idle > 0 {
+		if idle > 0 && bw.Buffered() == 0 {
 			// A client that stops reading is disconnected after the idle
-			// timeout instead of holding memory forever.
+			// timeout instead of holding memory forever. Checked once per
+			// batch: nothing reaches the socket before the buffer is
+			// flushed or full.
 			deadline.arm(c.nc.SetWriteDeadline, time.Now(), idle)
 		}
 		_, err := bw.Write(m.buf)
@@ -541,10 +543,11 @@ func (d *deadlineTimer) arm(set func(time.Time) error, now time.Time, timeout ti
 	}
 }
 
-// handle runs one request payload and returns the encoded response.
-// Malformed JSON closes the connection (after the error); an envelope that
-// is JSON but wrong is a BAD_REQUEST and the connection stays open.
-func (c *conn) handle(payload []byte) outMsg {
+// handle runs one request payload, read at start, and returns the encoded
+// response. Malformed JSON closes the connection (after the error); an
+// envelope that is JSON but wrong is a BAD_REQUEST and the connection stays
+// open.
+func (c *conn) handle(payload []byte, start time.Time) outMsg {
 	if t := paramTrim(payload); len(t) == 0 || t[0] != '{' {
 		if !paramJSONValid(payload) {
 			return outMsg{buf: c.encodeError(nil, newError(codeBadRequest, "request is not valid JSON")), close: true}
@@ -595,7 +598,6 @@ func (c *conn) handle(payload []byte) outMsg {
 		c.s.metrics.request("UNKNOWN", codeBadRequest, 0)
 		return outMsg{buf: c.encodeError(&id, badParam("op", "unknown op '%s'", opName))}
 	}
-	start := time.Now()
 	var r reply
 	var rerr *rcpError
 	if c.s.cfg.AuthRequired && !c.authed && opTable[op].flags&flagPreAuth == 0 {
