@@ -486,16 +486,7 @@ func (s *server) handleGetInstance(c *conn, p *GetInstanceParams) (reply, *rcpEr
 	if in == nil {
 		return reply{}, instanceNotFound(p.InstanceID)
 	}
-	return reply{result: encMarshal(struct {
-		Ctx           json.RawMessage `json:"ctx"`
-		CreatedAt     int64           `json:"created_at"`
-		LastEventID   string          `json:"last_event_id,omitempty"`
-		LastWalOffset uint64          `json:"last_wal_offset"`
-		Machine       string          `json:"machine"`
-		State         string          `json:"state"`
-		UpdatedAt     int64           `json:"updated_at"`
-		Version       uint32          `json:"version"`
-	}{in.ctx, in.createdAt, in.lastEventID, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version}), lsn: lsn}, nil
+	return reply{result: appendInstanceResult(nil, in), lsn: lsn}, nil
 }
 
 func (s *server) handleListInstances(c *conn, p *ListInstancesParams) (reply, *rcpError) {

@@ -578,8 +578,11 @@ func decodeFlushAllParamsWith(raw []byte, p *FlushAllParams, trusted bool) *rcpE
 }
 
 // GetInstanceParams are the params of GET_INSTANCE.
+//
+// Borrowed fields alias the request buffer: they are valid only while
+// the request is handled, and must be copied to be kept.
 type GetInstanceParams struct {
-	InstanceID string // instance_id required max=256
+	InstanceID string // instance_id required borrowed max=256
 }
 
 // decodeGetInstanceParams decodes the params of GET_INSTANCE into p.
@@ -609,7 +612,7 @@ func decodeGetInstanceParamsWith(raw []byte, p *GetInstanceParams, trusted bool)
 	if paramAbsent(vInstanceID) {
 		return paramMissing("instance_id")
 	}
-	if p.InstanceID, err = paramString("instance_id", vInstanceID, 0, 256); err != nil {
+	if p.InstanceID, err = paramStringBorrowed("instance_id", vInstanceID, 0, 256); err != nil {
 		return err
 	}
 	return nil

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"math/rand"
 	"sort"
 	"strconv"
@@ -46,6 +47,34 @@ func TestSortedIDsProperty(t *testing.T) {
 				t.Fatalf("step %d (seed %d): sortedIDs (-want +got):\n%s", step, seed, diff)
 			}
 			checkSlots(t, st)
+		}
+	}
+}
+
+// TestInstanceResultMatchesMarshal checks GET_INSTANCE's hand-written result
+// against encoding/json (as encMarshal renders it) for instances whose
+// strings need escaping or are not ASCII. (encoding/json also escapes
+// U+2028 and U+2029, which encAppendString, like every other result here,
+// leaves as they are; both are valid JSON for the same value.)
+func TestInstanceResultMatchesMarshal(t *testing.T) {
+	mv := &machineVersion{name: `m "q" \ <&> é`, version: 4294967295}
+	for _, in := range []*instance{
+		{mv: mv, state: "s", ctx: []byte(`{"a":1,"b":"x\"y","c":[null,true,{"d":"é\u0001"}]}`), lastLSN: 7, createdAt: 1, updatedAt: 2},
+		{mv: mv, state: "tab\there\nnl\x01\x1f", ctx: nil, lastEventID: `e\"<>`, lastLSN: 1 << 63, createdAt: -5, updatedAt: 1 << 62},
+		{mv: &machineVersion{name: "", version: 0}, state: "日本", ctx: []byte(`{}`), lastEventID: "😀"},
+	} {
+		want := encMarshal(struct {
+			Ctx           json.RawMessage `json:"ctx"`
+			CreatedAt     int64           `json:"created_at"`
+			LastEventID   string          `json:"last_event_id,omitempty"`
+			LastWalOffset uint64          `json:"last_wal_offset"`
+			Machine       string          `json:"machine"`
+			State         string          `json:"state"`
+			UpdatedAt     int64           `json:"updated_at"`
+			Version       uint32          `json:"version"`
+		}{ctxOrEmpty(in.ctx), in.createdAt, in.lastEventID, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version})
+		if got := appendInstanceResult([]byte("prefix"), in); string(got) != "prefix"+string(want) {
+			t.Errorf("appendInstanceResult:\n got %s\nwant prefix%s", got, want)
 		}
 	}
 }
