@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -12,12 +13,14 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -449,5 +452,64 @@ func TestQueuedRepliesBounded(t *testing.T) {
 		if m, err := c.recv(); err != nil || m.Status != "ok" {
 			t.Fatalf("reply %d: %v", i, err)
 		}
+	}
+}
+
+// TestSlowSteadyReaderKeepsConnection: a client that pipelines more than
+// it reads back, but keeps reading, must not be cut off by the write
+// deadline. The writer is then always behind (its buffer never empty, the
+// socket full), and the deadline must still move with each write that
+// reaches the socket.
+func TestSlowSteadyReaderKeepsConnection(t *testing.T) {
+	const idle = 500 * time.Millisecond
+	ts := startServer(t, func(c *config) { c.IdleTimeout = idle })
+	setup := ts.dial()
+	mustOK(t, setup, "PUT_MACHINE", ctrMachine)
+	mustOK(t, setup, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"k","initial_ctx":{"big":"`+strings.Repeat("x", 20000)+`"}}`)
+	d := net.Dialer{Control: func(network, address string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) { syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 64<<10) })
+	}}
+	nc, err := d.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	// Small socket buffers on the server's side too, so its writes block.
+	deadline := time.Now().Add(2 * time.Second)
+	for found := false; !found; {
+		ts.srv.mu.Lock()
+		for c := range ts.srv.conns {
+			if c.nc.RemoteAddr().String() == nc.LocalAddr().String() {
+				c.nc.(*net.TCPConn).SetWriteBuffer(64 << 10)
+				found = true
+			}
+		}
+		ts.srv.mu.Unlock()
+		if !found && time.Now().After(deadline) {
+			t.Fatal("the server never registered the connection")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	frame := appendFrame(nil, modeBinary, []byte(`{"id":"g","op":"GET_INSTANCE","params":{"instance_id":"k"}}`))
+	chunk := bytes.Repeat(frame, 200)
+	var stop atomic.Bool
+	defer stop.Store(true)
+	go func() {
+		for !stop.Load() {
+			if _, err := nc.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 2<<10)
+	start := time.Now()
+	total := 0
+	for time.Since(start) < 4*idle {
+		n, err := io.ReadFull(nc, buf) // about 1 MB/s: slower than the server writes
+		total += n
+		if err != nil {
+			t.Fatalf("connection closed after %v while the client read steadily (%d bytes read): %v", time.Since(start), total, err)
+		}
+		time.Sleep(2 * time.Millisecond)
 	}
 }

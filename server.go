@@ -491,10 +491,21 @@ func (c *conn) writeLoop() {
 	bw := bufio.NewWriterSize(c.nc, 32<<10)
 	idle := c.s.cfg.IdleTimeout
 	var deadline deadlineTimer
+	// beforeSend re-arms the write deadline before anything that can reach
+	// the socket (a flush, or a write the buffer cannot hold), so that a
+	// client that stops reading is disconnected after the idle timeout
+	// instead of holding memory forever, while one that reads, however
+	// slowly, is not. Not per reply: the clock is read once per batch.
+	beforeSend := func() {
+		if idle > 0 {
+			deadline.arm(c.nc.SetWriteDeadline, time.Now(), idle)
+		}
+	}
 	for m := range c.out {
 		if m.lsn > 0 {
 			if m.lsn > c.s.log.durableLSN() && bw.Buffered() > 0 {
 				// Send what is ready before waiting for the sync.
+				beforeSend()
 				if err := bw.Flush(); err != nil {
 					return
 				}
@@ -504,12 +515,8 @@ func (c *conn) writeLoop() {
 				return
 			}
 		}
-		if idle > 0 && bw.Buffered() == 0 {
-			// A client that stops reading is disconnected after the idle
-			// timeout instead of holding memory forever. Checked once per
-			// batch: nothing reaches the socket before the buffer is
-			// flushed or full.
-			deadline.arm(c.nc.SetWriteDeadline, time.Now(), idle)
+		if len(m.buf) > bw.Available() {
+			beforeSend()
 		}
 		_, err := bw.Write(m.buf)
 		c.gate.release(len(m.buf))
@@ -518,6 +525,7 @@ func (c *conn) writeLoop() {
 			return
 		}
 		if m.close || len(c.out) == 0 {
+			beforeSend()
 			if err := bw.Flush(); err != nil {
 				return
 			}

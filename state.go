@@ -421,8 +421,6 @@ func resultSize(r *record) int {
 	return 96 + len(r.InstanceID) + len(r.InitialState) + len(r.Ctx) + len(r.EventID) + len(r.FromState) + len(r.ToState)
 }
 
-// appendResult appends the result of the single write r (a create, event
-// or delete) to p.
 // appendInstanceResult appends GET_INSTANCE's result: the instance's
 // fields in key order, rendered as appendResult renders a write's (the ctx
 // is stored compact) instead of through reflection, which cost as much as
@@ -451,6 +449,8 @@ func appendInstanceResult(p []byte, in *instance) []byte {
 	return append(p, '}')
 }
 
+// appendResult appends the result of the single write r (a create, event
+// or delete) to p.
 func appendResult(p []byte, r *record, applied bool) []byte {
 	switch r.typ {
 	case recCreateInstance:
