@@ -78,6 +78,8 @@ type benchConfig struct {
 	baseline     string
 	timeout      time.Duration
 	progress     time.Duration
+	rounds       int
+	ops          []string // --op split at commas (set by validate)
 }
 
 func benchMain(args []string, stdout, stderr io.Writer) int {
@@ -91,7 +93,8 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.duration, "duration", 10*time.Second, "measured run time (ignored with -n)")
 	fs.Int64Var(&cfg.n, "n", 0, "measured operations in total (instead of --duration)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "load before measuring; not counted")
-	fs.StringVar(&cfg.op, "op", "apply", "apply, get, create, ping, mix (70% apply, 20% get, 10% create) or fsync-baseline")
+	fs.StringVar(&cfg.op, "op", "apply", "apply, get, create, ping, mix (70% apply, 20% get, 10% create) or fsync-baseline; a comma-separated list runs each in turn and compares them (see --rounds)")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "with a list of --op: how many times to run the list; each op is compared with every later one round by round")
 	fs.IntVar(&cfg.instances, "instances", 1000, "instances created for apply/get/mix, partitioned across connections")
 	fs.IntVar(&cfg.payloadBytes, "payload-bytes", 100, "padding bytes in each created ctx and each event payload (fsync-baseline: bytes per write)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as one JSON object")
@@ -124,11 +127,10 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 			defer func() { pprof.StopCPUProfile(); f.Close() }()
 		}
 	}
-	if cfg.op == "fsync-baseline" {
-		rep, err = benchFsyncBaseline(&cfg, stderr)
-	} else {
-		rep, err = benchRun(&cfg, stderr)
+	if len(cfg.ops) > 1 || cfg.rounds > 1 {
+		return benchCompare(&cfg, stdout, stderr)
 	}
+	rep, err = benchOnce(&cfg, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb bench: %v\n", err)
 		return 1
@@ -145,11 +147,33 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// benchOnce runs cfg.op (a single op) once.
+func benchOnce(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
+	if cfg.op == "fsync-baseline" {
+		return benchFsyncBaseline(cfg, stderr)
+	}
+	return benchRun(cfg, stderr)
+}
+
 func (c *benchConfig) validate() error {
-	switch c.op {
-	case "apply", "get", "create", "ping", "mix", "fsync-baseline":
-	default:
-		return fmt.Errorf("--op %q: want apply, get, create, ping, mix or fsync-baseline", c.op)
+	c.ops = strings.Split(c.op, ",")
+	seen := map[string]bool{}
+	for _, op := range c.ops {
+		switch op {
+		case "apply", "get", "create", "ping", "mix", "fsync-baseline":
+		default:
+			return fmt.Errorf("--op %q: want apply, get, create, ping, mix or fsync-baseline (or a comma-separated list of them)", op)
+		}
+		if seen[op] {
+			return fmt.Errorf("--op %s: %s is listed twice", c.op, op)
+		}
+		seen[op] = true
+		if (op == "apply" || op == "get" || op == "mix") && c.instances < 1 {
+			return fmt.Errorf("--instances %d: --op %s needs at least one", c.instances, op)
+		}
+	}
+	if c.rounds < 1 || c.rounds > 1000 {
+		return fmt.Errorf("--rounds %d: want 1..1000", c.rounds)
 	}
 	if c.baseline != "append" && c.baseline != "prealloc" {
 		return fmt.Errorf("--baseline %q: want append or prealloc", c.baseline)
@@ -169,9 +193,6 @@ func (c *benchConfig) validate() error {
 		return fmt.Errorf("--payload-bytes %d: want 0..1048576", c.payloadBytes)
 	case c.timeout <= 0:
 		return fmt.Errorf("--timeout %v: want > 0", c.timeout)
-	}
-	if (c.op == "apply" || c.op == "get" || c.op == "mix") && c.instances < 1 {
-		return fmt.Errorf("--instances %d: --op %s needs at least one", c.instances, c.op)
 	}
 	if c.instances < 0 {
 		return fmt.Errorf("--instances %d: want >= 0", c.instances)

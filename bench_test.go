@@ -6,9 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -346,6 +348,66 @@ func TestBenchTool(t *testing.T) {
 	var rep benchReport
 	if err := json.Unmarshal(out.Bytes(), &rep); err != nil || rep.Ops != 500 {
 		t.Errorf("-n 500: got %d ops (%v): %s", rep.Ops, err, out.String())
+	}
+}
+
+// TestBenchCompare runs a list of ops in turn, twice, and checks the
+// comparison: every run is there, and each op is compared with every later
+// one, round by round.
+func TestBenchCompare(t *testing.T) {
+	ts := startServer(t, nil)
+	args := []string{"--addr", ts.addr, "--conns", "2", "--pipeline", "2", "-n", "200", "--warmup", "0",
+		"--instances", "4", "--op", "apply,ping,fsync-baseline", "--rounds", "2", "--dir", t.TempDir(), "--progress", "0"}
+	var out, errb bytes.Buffer
+	if code := benchMain(append(args, "--json"), &out, &errb); code != 0 {
+		t.Fatalf("exit %d\nstdout: %s\nstderr: %s", code, out.String(), errb.String())
+	}
+	var c benchComparison
+	if err := json.Unmarshal(out.Bytes(), &c); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out.String())
+	}
+	if len(c.Rounds) != 2 || c.Failed != "" {
+		t.Fatalf("want 2 complete rounds: %s", out.String())
+	}
+	for n, round := range c.Rounds {
+		for i, op := range []string{"apply", "ping", "fsync-baseline"} {
+			if r := round[i]; r.Op != op || r.Ops != 200 || r.OpsPerSec <= 0 || len(r.Errors) != 0 {
+				t.Errorf("round %d, run %d: want 200 %s ops without errors, got %+v", n+1, i, op, r)
+			}
+		}
+	}
+	pairs := []string{"apply/ping", "apply/fsync-baseline", "ping/fsync-baseline"}
+	if len(c.Ratios) != len(pairs) {
+		t.Fatalf("want ratios %v, got %+v", pairs, c.Ratios)
+	}
+	for k, r := range c.Ratios {
+		if r.Of+"/"+r.To != pairs[k] || len(r.PerRound) != 2 {
+			t.Errorf("ratio %d: want %s over 2 rounds, got %+v", k, pairs[k], r)
+			continue
+		}
+		of, to := slices.Index(c.Ops, r.Of), slices.Index(c.Ops, r.To)
+		for n, q := range r.PerRound {
+			want := c.Rounds[n][of].OpsPerSec / c.Rounds[n][to].OpsPerSec
+			if math.Abs(q-want) > 0.001*want+0.001 {
+				t.Errorf("%s round %d: ratio %v, the runs give %v", pairs[k], n+1, q, want)
+			}
+		}
+		if mid := (r.PerRound[0] + r.PerRound[1]) / 2; math.Abs(r.Median-mid) > 0.001 {
+			t.Errorf("%s: median %v of %v", pairs[k], r.Median, r.PerRound)
+		}
+	}
+	// The text form names each ratio.
+	out.Reset()
+	if code := benchMain(append(args, "--rounds", "1"), &out, &errb); code != 0 {
+		t.Fatalf("text run: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "apply / ping: median ") || !strings.Contains(out.String(), "round 1: apply ") {
+		t.Errorf("text report:\n%s", out.String())
+	}
+	for _, bad := range [][]string{{"--op", "ping,nope"}, {"--op", "ping,ping"}, {"--op", "ping,apply", "--rounds", "0"}} {
+		if code := benchMain(append([]string{"--addr", ts.addr}, bad...), io.Discard, io.Discard); code != 2 {
+			t.Errorf("%v: exit %d, want 2", bad, code)
+		}
 	}
 }
 
