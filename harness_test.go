@@ -113,9 +113,10 @@ func dumpState(st *state) stateDump {
 	for id := range st.tombstones {
 		d.Instances[id] = "deleted"
 	}
-	for k, e := range st.idem {
+	st.idem.each(func(k idemKey, e *idemEntry) bool {
 		d.Idem[fmt.Sprintf("%d/%s", k.typ, k.key)] = fmt.Sprintf("%s lsn=%d exp=%d %s", e.hash, e.lsn, e.expires, e.result)
-	}
+		return true
+	})
 	return d
 }
 

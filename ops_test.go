@@ -253,7 +253,7 @@ func TestIdempotency(t *testing.T) {
 	// Compaction drops expired keys from memory and from the snapshot.
 	mustOK(t, c, "COMPACT", `{}`)
 	ts.srv.st.mu.RLock()
-	left := len(ts.srv.st.idem)
+	left := ts.srv.st.idem.len()
 	ts.srv.st.mu.RUnlock()
 	if left != 0 {
 		t.Errorf("%d expired idempotency keys kept after compaction", left)

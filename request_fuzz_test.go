@@ -402,11 +402,12 @@ func fzCheckInvariants(t *testing.T, s *server) {
 			t.Fatalf("instance %q: created_at %d after updated_at %d", id, in.createdAt, in.updatedAt)
 		}
 	}
-	for k, e := range st.idem {
+	st.idem.each(func(k idemKey, e *idemEntry) bool {
 		if !json.Valid(e.result) || e.lsn == 0 || e.lsn > st.applied {
 			t.Fatalf("idempotency entry %v: result %s lsn %d", k, e.result, e.lsn)
 		}
-	}
+		return true
+	})
 	// The log is dense: every retained record is the previous one + 1.
 	prev := uint64(0)
 	if err := s.log.read(s.log.firstLSN(), func(r walRecord) bool {

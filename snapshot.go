@@ -47,26 +47,19 @@ type snapImage struct {
 	tombstones []string
 	machines   []*machineVersion
 	instances  slotView
-	idem       []snapIdem
+	idem       idemView
 }
 
-type snapIdem struct {
-	k idemKey
-	e idemEntry
-}
-
-// capture copies the state; the instances are a copy-on-write view of the
-// slot table, taken in time proportional to the number of chunks. Caller
-// holds st.mu for writing (the view changes the table's ownership marks).
+// capture copies the state; the instances and the idempotency keys are
+// copy-on-write views (slots.go, idem.go), taken in time proportional to
+// their number of chunks and shards. Caller holds st.mu for writing (the
+// views change the tables' ownership marks).
 func (st *state) capture() *snapImage {
-	img := &snapImage{lsn: st.applied, instances: st.slots.view()}
+	img := &snapImage{lsn: st.applied, instances: st.slots.view(), idem: st.idem.view()}
 	for _, vs := range st.machines {
 		for _, mv := range vs {
 			img.machines = append(img.machines, mv)
 		}
-	}
-	for k, e := range st.idem {
-		img.idem = append(img.idem, snapIdem{k, *e})
 	}
 	for id := range st.tombstones {
 		img.tombstones = append(img.tombstones, id)
@@ -130,15 +123,16 @@ func (img *snapImage) encode(w io.Writer) (int64, error) {
 		e.uint(uint64(in.createdAt))
 		e.uint(uint64(in.updatedAt))
 	}
-	e.uint(uint64(len(img.idem)))
-	for _, it := range img.idem {
-		e.uint(uint64(it.k.typ))
-		e.str(it.k.key)
-		e.str(it.e.hash)
-		e.uint(it.e.lsn)
-		e.uint(uint64(it.e.expires))
-		e.bytes(it.e.result)
-	}
+	e.uint(uint64(img.idem.len()))
+	img.idem.each(func(k idemKey, ie *idemEntry) bool {
+		e.uint(uint64(k.typ))
+		e.str(k.key)
+		e.str(ie.hash)
+		e.uint(ie.lsn)
+		e.uint(uint64(ie.expires))
+		e.bytes(ie.result)
+		return true
+	})
 	e.uint(uint64(len(img.tombstones)))
 	for _, id := range img.tombstones {
 		e.str(id)
@@ -260,7 +254,7 @@ func decodeSnapshot(data []byte, idemTTL int64) (*state, error) {
 		k := idemKey{typ: uint8(d.uint()), key: d.str()}
 		e := &idemEntry{hash: d.str(), lsn: d.uint(), expires: int64(d.uint()), result: bytes.Clone(d.bytes())}
 		if d.err == nil {
-			st.idem[k] = e
+			st.idem.set(k, e)
 		}
 	}
 	for n := d.count(1); n > 0 && d.err == nil; n-- {
@@ -371,9 +365,7 @@ func (s *server) compact() (compactResult, error) {
 	var res compactResult
 	// Expired idempotency keys are dropped here, so they neither fill memory
 	// nor reach the snapshot.
-	s.st.mu.Lock()
 	s.st.pruneIdem(s.now())
-	s.st.mu.Unlock()
 	s.st.mu.Lock()
 	img := s.st.capture()
 	s.st.mu.Unlock()

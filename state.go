@@ -71,20 +71,6 @@ type instance struct {
 	updatedAt   int64
 }
 
-// idemKey scopes an idempotency key to the operation it was used with.
-type idemKey struct {
-	typ uint8
-	key string
-}
-
-// idemEntry is what a retry with the same key gets back.
-type idemEntry struct {
-	hash    string
-	lsn     uint64
-	expires int64  // Unix ms
-	result  []byte // the original result, as a retry sees it
-}
-
 // state is everything the server knows. All fields are guarded by mu;
 // writers hold it for microseconds (no I/O but the WAL append, which is a
 // copy into preallocated space).
@@ -103,7 +89,7 @@ type state struct {
 	listSorted []string
 	listAdded  []string
 
-	idem    map[idemKey]*idemEntry
+	idem    idemTable
 	applied uint64 // LSN of the last applied record
 	idemTTL int64  // ms
 
@@ -121,7 +107,6 @@ func newState(idemTTLms int64) *state {
 	return &state{
 		machines:  map[string]map[uint32]*machineVersion{},
 		instances: map[string]*instance{},
-		idem:      map[idemKey]*idemEntry{},
 		idemTTL:   idemTTLms,
 	}
 }
@@ -197,7 +182,7 @@ func (s *state) apply(r *record) {
 		s.instances = map[string]*instance{}
 		s.slots = slotTable{}
 		s.listSorted, s.listAdded = nil, nil
-		s.idem = map[idemKey]*idemEntry{}
+		s.idem = idemTable{}
 		if s.tombstones != nil {
 			s.tombstones = map[string]struct{}{}
 		}
@@ -206,10 +191,10 @@ func (s *state) apply(r *record) {
 		k := idemKey{r.typ, r.IdemKey}
 		if s.undo != nil {
 			if _, seen := s.undo.idem[k]; !seen {
-				s.undo.idem[k] = s.idem[k]
+				s.undo.idem[k] = s.idem.get(k)
 			}
 		}
-		s.idem[k] = &idemEntry{hash: r.IdemHash, lsn: r.lsn, expires: r.Time + s.idemTTL, result: replayResult(r)}
+		s.idem.set(k, &idemEntry{hash: r.IdemHash, lsn: r.lsn, expires: r.Time + s.idemTTL, result: replayResult(r)})
 	}
 	if r.lsn > s.applied {
 		s.applied = r.lsn
@@ -321,9 +306,9 @@ func (s *state) rollback() {
 	}
 	for k, prev := range u.idem {
 		if prev == nil {
-			delete(s.idem, k)
+			s.idem.delete(k)
 		} else {
-			s.idem[k] = prev
+			s.idem.set(k, prev)
 		}
 	}
 	for _, id := range u.tombstones {
@@ -334,20 +319,11 @@ func (s *state) rollback() {
 
 // idemLookup returns the live entry for (typ, key), or nil.
 func (s *state) idemLookup(typ uint8, key string, now int64) *idemEntry {
-	e := s.idem[idemKey{typ, key}]
+	e := s.idem.get(idemKey{typ, key})
 	if e == nil || e.expires <= now {
 		return nil
 	}
 	return e
-}
-
-// pruneIdem forgets idempotency keys that expired before now.
-func (s *state) pruneIdem(now int64) {
-	for k, e := range s.idem {
-		if e.expires <= now {
-			delete(s.idem, k)
-		}
-	}
 }
 
 // sortedIDs returns every instance id in byte order. Caller holds mu
