@@ -94,7 +94,7 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.Int64Var(&cfg.n, "n", 0, "measured operations in total (instead of --duration)")
 	fs.DurationVar(&cfg.warmup, "warmup", time.Second, "load before measuring; not counted")
 	fs.StringVar(&cfg.op, "op", "apply", "apply, get, create, ping, mix (70% apply, 20% get, 10% create) or fsync-baseline; a comma-separated list runs each in turn and compares them (see --rounds)")
-	fs.IntVar(&cfg.rounds, "rounds", 1, "with a list of --op: how many times to run the list; each op is compared with every later one round by round")
+	fs.IntVar(&cfg.rounds, "rounds", 1, "how many times to run the --op list; each op is compared with every later one round by round")
 	fs.IntVar(&cfg.instances, "instances", 1000, "instances created for apply/get/mix, partitioned across connections")
 	fs.IntVar(&cfg.payloadBytes, "payload-bytes", 100, "padding bytes in each created ctx and each event payload (fsync-baseline: bytes per write)")
 	fs.BoolVar(&cfg.jsonOut, "json", false, "print the report as one JSON object")

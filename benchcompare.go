@@ -110,7 +110,11 @@ func (c *benchComparison) summarize() {
 }
 
 func (c *benchComparison) print(w io.Writer) {
-	fmt.Fprintf(w, "%s: %d conns x pipeline %d, %d-byte payloads, %d rounds\n", strings.Join(c.Ops, ", "), c.Conns, c.Pipeline, c.PayloadBytes, len(c.Rounds))
+	rounds := "rounds"
+	if len(c.Rounds) == 1 {
+		rounds = "round"
+	}
+	fmt.Fprintf(w, "%s: %d conns x pipeline %d, %d-byte payloads, %d %s\n", strings.Join(c.Ops, ", "), c.Conns, c.Pipeline, c.PayloadBytes, len(c.Rounds), rounds)
 	for n, round := range c.Rounds {
 		var parts []string
 		for _, r := range round {
