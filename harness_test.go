@@ -110,8 +110,11 @@ func dumpState(st *state) stateDump {
 		d.Instances[id] = fmt.Sprintf("%s/%d state=%s ctx=%s last_event_id=%q lsn=%d created=%d updated=%d",
 			in.mv.name, in.mv.version, in.state, in.ctx, in.lastEventID, in.lastLSN, in.createdAt, in.updatedAt)
 	}
-	for id := range st.tombstones {
-		d.Instances[id] = "deleted"
+	if st.tombstones != nil {
+		st.tombstones.each(func(id string, _ struct{}) bool {
+			d.Instances[id] = "deleted"
+			return true
+		})
 	}
 	st.idem.each(func(k idemKey, e *idemEntry) bool {
 		d.Idem[fmt.Sprintf("%d/%s", k.typ, k.key)] = fmt.Sprintf("%s lsn=%d exp=%d %s", e.hash, e.lsn, e.expires, e.result)

@@ -33,8 +33,8 @@ func TestIdemTableViews(t *testing.T) {
 		tab.delete(key(i))
 	}
 	tab.delete(idemKey{0, "absent"})
-	for i := range idemShardCount {
-		tab.pruneShard(i, 1000+5000)
+	for i := range cowShardCount {
+		tab.pruneShard(i, func(e *idemEntry) bool { return e.expires <= 1000+5000 })
 	}
 
 	seen := 0

@@ -326,7 +326,7 @@ func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpE
 		if st.instances[id] != nil {
 			return prepared{}, newError(codeInstanceExists, "instance '%s' already exists", id).with("instance_id", id)
 		}
-		if _, gone := st.tombstones[id]; gone {
+		if st.tombstones != nil && st.tombstones.has(id) {
 			return prepared{}, newError(codeInstanceExists, "instance '%s' was deleted and storage.allow_instance_recreate is false", id).with("instance_id", id)
 		}
 	} else {

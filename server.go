@@ -94,7 +94,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	if cfg.AllowInstanceRecreate {
 		st.tombstones = nil
 	} else if st.tombstones == nil {
-		st.tombstones = map[string]struct{}{}
+		st.tombstones = new(tombstoneSet)
 	}
 	snapLSN := st.applied
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{

@@ -44,10 +44,10 @@ var snapCRC = crc32.MakeTable(crc32.Castagnoli)
 // never modifies one in place, it replaces it (copy on write).
 type snapImage struct {
 	lsn        uint64
-	tombstones []string
+	tombstones cowView[string, struct{}]
 	machines   []*machineVersion
 	instances  slotView
-	idem       idemView
+	idem       cowView[idemKey, *idemEntry]
 }
 
 // capture copies the state; the instances and the idempotency keys are
@@ -61,8 +61,8 @@ func (st *state) capture() *snapImage {
 			img.machines = append(img.machines, mv)
 		}
 	}
-	for id := range st.tombstones {
-		img.tombstones = append(img.tombstones, id)
+	if st.tombstones != nil {
+		img.tombstones = st.tombstones.view()
 	}
 	return img
 }
@@ -133,10 +133,11 @@ func (img *snapImage) encode(w io.Writer) (int64, error) {
 		e.bytes(ie.result)
 		return true
 	})
-	e.uint(uint64(len(img.tombstones)))
-	for _, id := range img.tombstones {
+	e.uint(uint64(img.tombstones.len()))
+	img.tombstones.each(func(id string, _ struct{}) bool {
 		e.str(id)
-	}
+		return true
+	})
 	var trailer [4]byte
 	binary.LittleEndian.PutUint32(trailer[:], e.crc)
 	if e.err == nil {
@@ -261,9 +262,9 @@ func decodeSnapshot(data []byte, idemTTL int64) (*state, error) {
 		id := d.str()
 		if d.err == nil {
 			if st.tombstones == nil {
-				st.tombstones = map[string]struct{}{}
+				st.tombstones = new(tombstoneSet)
 			}
-			st.tombstones[id] = struct{}{}
+			st.tombstones.set(id, struct{}{})
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {

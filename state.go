@@ -96,7 +96,7 @@ type state struct {
 	// tombstones holds deleted instance ids while
 	// storage.allow_instance_recreate is false (nil otherwise), so their ids
 	// cannot be created again.
-	tombstones map[string]struct{}
+	tombstones *tombstoneSet
 
 	// undo, when set, collects what apply overwrites so an atomic batch can
 	// roll back. Only the batch handler sets it, under mu.
@@ -139,7 +139,7 @@ func (s *state) apply(r *record) {
 		}
 		s.saveUndo(r.InstanceID)
 		if s.tombstones != nil {
-			delete(s.tombstones, r.InstanceID)
+			s.tombstones.delete(r.InstanceID)
 		}
 		s.putInstance(&instance{
 			id: r.InstanceID, mv: mv, state: mv.states[r.InitialState], ctx: ctxOrEmpty(r.InitialCtx),
@@ -167,7 +167,7 @@ func (s *state) apply(r *record) {
 			if s.undo != nil {
 				s.undo.tombstones = append(s.undo.tombstones, r.InstanceID)
 			}
-			s.tombstones[r.InstanceID] = struct{}{}
+			s.tombstones.set(r.InstanceID, struct{}{})
 		}
 	case recBatch:
 		for _, op := range r.Ops {
@@ -184,7 +184,7 @@ func (s *state) apply(r *record) {
 		s.listSorted, s.listAdded = nil, nil
 		s.idem = idemTable{}
 		if s.tombstones != nil {
-			s.tombstones = map[string]struct{}{}
+			s.tombstones = new(tombstoneSet)
 		}
 	}
 	if r.IdemKey != "" {
@@ -312,7 +312,7 @@ func (s *state) rollback() {
 		}
 	}
 	for _, id := range u.tombstones {
-		delete(s.tombstones, id)
+		s.tombstones.delete(id)
 	}
 	s.applied = u.applied
 }
