@@ -490,15 +490,6 @@ func (s *server) handleGetInstance(c *conn, p *GetInstanceParams) (reply, *rcpEr
 }
 
 func (s *server) handleListInstances(c *conn, p *ListInstancesParams) (reply, *rcpError) {
-	type item struct {
-		CreatedAt     int64  `json:"created_at"`
-		ID            string `json:"id"`
-		LastWalOffset uint64 `json:"last_wal_offset"`
-		Machine       string `json:"machine"`
-		State         string `json:"state"`
-		UpdatedAt     int64  `json:"updated_at"`
-		Version       uint32 `json:"version"`
-	}
 	s.st.mu.RLock()
 	ids := s.st.sortedIDs()
 	if p.Machine != nil || p.State != nil {
@@ -514,18 +505,15 @@ func (s *server) handleListInstances(c *conn, p *ListInstancesParams) (reply, *r
 	total := uint64(len(ids))
 	start := min(p.Offset, total)
 	end := min(start+uint64(p.Limit), total)
-	items := make([]item, 0, end-start)
+	// Instances are never modified in place: render the page after the
+	// lock is released.
+	page := make([]*instance, 0, end-start)
 	for _, id := range ids[start:end] {
-		in := s.st.instances[id]
-		items = append(items, item{in.createdAt, in.id, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version})
+		page = append(page, s.st.instances[id])
 	}
 	lsn := s.readLSN()
 	s.st.mu.RUnlock()
-	return reply{result: encMarshal(struct {
-		HasMore   bool   `json:"has_more"`
-		Instances []item `json:"instances"`
-		Total     uint64 `json:"total"`
-	}{end < total, items, total}), lsn: lsn}, nil
+	return reply{result: appendListResult(nil, page, end < total, total), lsn: lsn}, nil
 }
 
 // ---- batch ----

@@ -425,6 +425,42 @@ func appendInstanceResult(p []byte, in *instance) []byte {
 	return append(p, '}')
 }
 
+// appendListResult appends LIST_INSTANCES's result for one page of
+// instances, with keys in the order encoding/json would write them.
+func appendListResult(p []byte, page []*instance, hasMore bool, total uint64) []byte {
+	size := 64
+	for _, in := range page {
+		size += 128 + len(in.id) + len(in.mv.name) + len(in.state)
+	}
+	p = slices.Grow(p, size)
+	p = append(p, `{"has_more":`...)
+	p = strconv.AppendBool(p, hasMore)
+	p = append(p, `,"instances":[`...)
+	for i, in := range page {
+		if i > 0 {
+			p = append(p, ',')
+		}
+		p = append(p, `{"created_at":`...)
+		p = strconv.AppendInt(p, in.createdAt, 10)
+		p = append(p, `,"id":`...)
+		p = encAppendString(p, in.id)
+		p = append(p, `,"last_wal_offset":`...)
+		p = strconv.AppendUint(p, in.lastLSN, 10)
+		p = append(p, `,"machine":`...)
+		p = encAppendString(p, in.mv.name)
+		p = append(p, `,"state":`...)
+		p = encAppendString(p, in.state)
+		p = append(p, `,"updated_at":`...)
+		p = strconv.AppendInt(p, in.updatedAt, 10)
+		p = append(p, `,"version":`...)
+		p = strconv.AppendUint(p, uint64(in.mv.version), 10)
+		p = append(p, '}')
+	}
+	p = append(p, `],"total":`...)
+	p = strconv.AppendUint(p, total, 10)
+	return append(p, '}')
+}
+
 // appendResult appends the result of the single write r (a create, event
 // or delete) to p.
 func appendResult(p []byte, r *record, applied bool) []byte {

@@ -78,3 +78,40 @@ func TestInstanceResultMatchesMarshal(t *testing.T) {
 		}
 	}
 }
+
+// TestListResultMatchesMarshal checks LIST_INSTANCES's hand-written result
+// against encoding/json, for an empty page and for instances whose strings
+// need escaping.
+func TestListResultMatchesMarshal(t *testing.T) {
+	type item struct {
+		CreatedAt     int64  `json:"created_at"`
+		ID            string `json:"id"`
+		LastWalOffset uint64 `json:"last_wal_offset"`
+		Machine       string `json:"machine"`
+		State         string `json:"state"`
+		UpdatedAt     int64  `json:"updated_at"`
+		Version       uint32 `json:"version"`
+	}
+	mv := &machineVersion{name: `m "q" \ <&> é`, version: 4294967295}
+	for _, page := range [][]*instance{
+		{},
+		{{id: "a", mv: mv, state: "s", lastLSN: 7, createdAt: 1, updatedAt: 2}},
+		{{id: "tab\tid\n\x01", mv: mv, state: "日本", lastLSN: 1 << 63, createdAt: -5, updatedAt: 1 << 62},
+			{id: `"quoted"`, mv: &machineVersion{}, state: ""}},
+	} {
+		for _, hasMore := range []bool{false, true} {
+			items := make([]item, 0, len(page))
+			for _, in := range page {
+				items = append(items, item{in.createdAt, in.id, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version})
+			}
+			want := encMarshal(struct {
+				HasMore   bool   `json:"has_more"`
+				Instances []item `json:"instances"`
+				Total     uint64 `json:"total"`
+			}{hasMore, items, 12345})
+			if got := appendListResult(nil, page, hasMore, 12345); string(got) != string(want) {
+				t.Errorf("appendListResult:\n got %s\nwant %s", got, want)
+			}
+		}
+	}
+}
