@@ -412,6 +412,13 @@ func appendInstanceResult(p []byte, in *instance) []byte {
 		p = append(p, `,"last_event_id":`...)
 		p = encAppendString(p, in.lastEventID)
 	}
+	return appendInstanceTail(p, in)
+}
+
+// appendInstanceTail appends the fields GET_INSTANCE and LIST_INSTANCES
+// share after the ones that differ, from last_wal_offset on, and the
+// closing brace.
+func appendInstanceTail(p []byte, in *instance) []byte {
 	p = append(p, `,"last_wal_offset":`...)
 	p = strconv.AppendUint(p, in.lastLSN, 10)
 	p = append(p, `,"machine":`...)
@@ -444,17 +451,7 @@ func appendListResult(p []byte, page []*instance, hasMore bool, total uint64) []
 		p = strconv.AppendInt(p, in.createdAt, 10)
 		p = append(p, `,"id":`...)
 		p = encAppendString(p, in.id)
-		p = append(p, `,"last_wal_offset":`...)
-		p = strconv.AppendUint(p, in.lastLSN, 10)
-		p = append(p, `,"machine":`...)
-		p = encAppendString(p, in.mv.name)
-		p = append(p, `,"state":`...)
-		p = encAppendString(p, in.state)
-		p = append(p, `,"updated_at":`...)
-		p = strconv.AppendInt(p, in.updatedAt, 10)
-		p = append(p, `,"version":`...)
-		p = strconv.AppendUint(p, uint64(in.mv.version), 10)
-		p = append(p, '}')
+		p = appendInstanceTail(p, in)
 	}
 	p = append(p, `],"total":`...)
 	p = strconv.AppendUint(p, total, 10)
