@@ -773,36 +773,31 @@ func (w *wal) segRotate(need int64) error {
 	if w.deferWrites {
 		// The committer writes and syncs act, then names s (commit).
 		s.first, s.last, s.end, s.idx = w.next, w.next-1, 0, nil
-		if act.end == 0 {
-			// s takes over act's LSN range, and its name when installed.
-			// (Only the named, empty segment recovery leaves can be empty
-			// here: a rotated-in segment gets its first record at once.)
-			w.segs = w.segs[:len(w.segs)-1]
-			w.segRetire(act)
+	} else {
+		if act.end > 0 {
+			// Seal: the old segment is complete on disk before the new one
+			// is used, so recovery may treat damage in a sealed segment as
+			// corruption.
+			if err := w.fdatasync(act.fd); err != nil {
+				w.segRelease(s)
+				os.Remove(s.path)
+				w.failLocked("fdatasync "+filepath.Base(act.path), err)
+				return w.err
+			}
+			w.fsyncs.Add(1)
+			act.dirty = false
 		}
-		w.segs = append(w.segs, s)
-		w.spareFailed = false
-		return nil
-	}
-	if act.end > 0 {
-		// Seal: the old segment is complete on disk before the new one is
-		// used, so recovery may treat damage in a sealed segment as corruption.
-		if err := w.fdatasync(act.fd); err != nil {
+		if err := w.segInstall(s, w.next); err != nil {
 			w.segRelease(s)
-			os.Remove(s.path)
-			w.failLocked("fdatasync "+filepath.Base(act.path), err)
-			return w.err
+			return err
 		}
-		w.fsyncs.Add(1)
-		act.dirty = false
+		w.dirDirty = true
 	}
-	if err := w.segInstall(s, w.next); err != nil {
-		w.segRelease(s)
-		return err
-	}
-	w.dirDirty = true
 	if act.end == 0 {
-		// The new file replaced the empty active one under the same name.
+		// s takes over the empty active segment's LSN range and name: it
+		// has the name already, or gets it when the committer installs it.
+		// (Only the named, empty segment recovery leaves can be empty here:
+		// a rotated-in segment gets its first record at once.)
 		w.segs = w.segs[:len(w.segs)-1]
 		w.segRetire(act)
 	}
