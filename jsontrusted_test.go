@@ -295,33 +295,14 @@ func FuzzCtxMerge(f *testing.F) {
 }
 
 // compactJSONRef is compactJSON as it was before it skipped strings with
-// jsonStringEndTrusted: the reference model for FuzzCompactJSON.
+// jsonStringEndTrusted to find the first whitespace: the whole value through
+// the compacting loop (which TestCompactJSON checks on its own). The
+// reference model for FuzzCompactJSON.
 func compactJSONRef(v []byte) []byte {
 	if bytes.IndexAny(v, " \t\n\r") < 0 {
 		return v
 	}
-	var dst []byte
-	inStr := false
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		switch {
-		case inStr:
-			dst = append(dst, c)
-			if c == '\\' && i+1 < len(v) {
-				i++
-				dst = append(dst, v[i])
-			} else if c == '"' {
-				inStr = false
-			}
-		case c == '"':
-			inStr = true
-			dst = append(dst, c)
-		case c == ' ' || c == '\t' || c == '\n' || c == '\r':
-		default:
-			dst = append(dst, c)
-		}
-	}
-	return dst
+	return ctxAppendCompact(nil, v)
 }
 
 func TestCompactJSON(t *testing.T) {
