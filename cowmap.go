@@ -10,9 +10,19 @@ package main
 // (slots.go). Used for the idempotency keys (idem.go) and the ids of
 // deleted instances kept while storage.allow_instance_recreate is false.
 
-import "maps"
+import (
+	"hash/maphash"
+	"maps"
+)
 
 const cowShardCount = 4096 // a power of two
+
+var cowSeed = maphash.MakeSeed()
+
+// stringShards spreads string keys over a cowMap's shards.
+type stringShards struct{}
+
+func (stringShards) shard(k string) int { return int(maphash.String(cowSeed, k)) }
 
 // cowShardOf picks a key's shard; implemented by zero-size types, so a
 // cowMap's zero value is ready to use.

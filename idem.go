@@ -33,17 +33,6 @@ type idemShards struct{}
 
 func (idemShards) shard(k idemKey) int { return int(maphash.String(cowSeed, k.key) + uint64(k.typ)) }
 
-// tombstoneSet holds the ids of deleted instances while
-// storage.allow_instance_recreate is false.
-type tombstoneSet = cowMap[string, struct{}, stringShards]
-
-// stringShards spreads string keys over a cowMap's shards.
-type stringShards struct{}
-
-func (stringShards) shard(k string) int { return int(maphash.String(cowSeed, k)) }
-
-var cowSeed = maphash.MakeSeed()
-
 // pruneIdem forgets the idempotency keys that expired before now, taking
 // the write lock once per shard: writers wait for a few hundred entries at
 // most, not for all of them. The caller does not hold st.mu.

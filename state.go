@@ -103,6 +103,10 @@ type state struct {
 	undo *undoLog
 }
 
+// tombstoneSet is the set kind of state.tombstones: copy-on-write, so a
+// snapshot shares it instead of copying it under the lock.
+type tombstoneSet = cowMap[string, struct{}, stringShards]
+
 func newState(idemTTLms int64) *state {
 	return &state{
 		machines:  map[string]map[uint32]*machineVersion{},
