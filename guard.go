@@ -826,11 +826,10 @@ func guardObjectGet(b []byte, i int, key string, valid bool) (vs, ve, end int) {
 		var ke int
 		var escaped bool
 		if valid {
-			ke = jsonStringEndTrusted(b, i)
-			if ke-i < 2 || b[ke-1] != '"' {
+			var ok bool
+			if ke, escaped, ok = jsonStringTrusted(b, i); !ok {
 				return -1, -1, -1
 			}
-			escaped = bytes.IndexByte(b[i+1:ke-1], '\\') >= 0
 		} else if ke, escaped = guardStringEnd(b, i); ke < 0 {
 			return -1, -1, -1
 		}

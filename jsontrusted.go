@@ -49,6 +49,20 @@ func jsonSkipTrusted(b []byte, i int) int {
 	return i
 }
 
+// jsonStringTrusted delimits the string starting at b[i] in JSON known to
+// be valid: the index just past it and whether it holds an escape. ok is
+// false unless b[i] starts a terminated string (the walk went wrong).
+func jsonStringTrusted(b []byte, i int) (end int, escaped, ok bool) {
+	if i >= len(b) || b[i] != '"' {
+		return 0, false, false
+	}
+	end = jsonStringEndTrusted(b, i)
+	if end-i < 2 || b[end-1] != '"' {
+		return 0, false, false
+	}
+	return end, bytes.IndexByte(b[i+1:end-1], '\\') >= 0, true
+}
+
 // jsonStringEndTrusted returns the index just past the string starting at
 // b[i] == '"' (len(b) if it is unterminated). A quote ends the string
 // unless an odd number of backslashes precede it: in a valid string, a run
@@ -167,18 +181,15 @@ func (it *jsonTrustedMembers) next() bool {
 	if i < len(b) && b[i] == ',' {
 		i = paramSkipSpace(b, i+1)
 	}
-	if i >= len(b) || b[i] != '"' {
-		if i < len(b) && b[i] == '}' && paramSkipSpace(b, i+1) == len(b) {
-			return it.stop(false)
-		}
-		return it.stop(true)
+	if i < len(b) && b[i] == '}' && paramSkipSpace(b, i+1) == len(b) {
+		return it.stop(false)
 	}
-	end := jsonStringEndTrusted(b, i)
-	if end-i < 2 || b[end-1] != '"' {
+	end, escaped, ok := jsonStringTrusted(b, i)
+	if !ok {
 		return it.stop(true)
 	}
 	key := b[i+1 : end-1]
-	if bytes.IndexByte(key, '\\') >= 0 {
+	if escaped {
 		// As paramObjectScanner: escapes that do not decode to valid
 		// UTF-8 leave the raw bytes.
 		if k, err := parseJSONString(b[i:end]); err == nil {

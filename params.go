@@ -18,7 +18,6 @@ package main
 //     what the generated code calls; they return *rcpError.
 
 import (
-	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -364,10 +363,10 @@ func (s *paramObjectScanner) next() bool {
 	var escaped bool
 	var err error
 	if s.trusted {
-		if end = jsonStringEndTrusted(b, i); i >= len(b) || b[i] != '"' || end-i < 2 || b[end-1] != '"' {
+		var ok bool
+		if end, escaped, ok = jsonStringTrusted(b, i); !ok {
 			return s.fail(paramSyntaxErr(i, "expected string"))
 		}
-		escaped = bytes.IndexByte(b[i+1:end-1], '\\') >= 0
 	} else if end, escaped, err = paramScanString(b, i); err != nil {
 		return s.fail(err)
 	}
