@@ -116,11 +116,22 @@ type cowView[K comparable, V any] struct {
 
 // view shares every non-empty shard with the returned view.
 func (t *cowMap[K, V, S]) view() cowView[K, V] {
-	v := cowView[K, V]{n: t.n}
+	v := t.peek()
 	for i := range t.shards {
 		if sh := &t.shards[i]; len(sh.m) > 0 {
 			sh.shared = true
-			v.shards = append(v.shards, sh.m)
+		}
+	}
+	return v
+}
+
+// peek is a view that does not mark the shards shared: valid only until
+// the table next changes.
+func (t *cowMap[K, V, S]) peek() cowView[K, V] {
+	v := cowView[K, V]{n: t.n}
+	for i := range t.shards {
+		if m := t.shards[i].m; len(m) > 0 {
+			v.shards = append(v.shards, m)
 		}
 	}
 	return v
@@ -141,12 +152,4 @@ func (v cowView[K, V]) each(fn func(K, V) bool) {
 }
 
 // each is cowView.each on the table itself; the caller holds the lock.
-func (t *cowMap[K, V, S]) each(fn func(K, V) bool) {
-	for i := range t.shards {
-		for k, e := range t.shards[i].m {
-			if !fn(k, e) {
-				return
-			}
-		}
-	}
-}
+func (t *cowMap[K, V, S]) each(fn func(K, V) bool) { t.peek().each(fn) }

@@ -50,10 +50,10 @@ type snapImage struct {
 	idem       cowView[idemKey, *idemEntry]
 }
 
-// capture copies the state; the instances and the idempotency keys are
-// copy-on-write views (slots.go, cowmap.go), taken in time proportional
-// to their number of chunks and shards; so are the deleted ids. Caller holds st.mu for writing (the
-// views change the tables' ownership marks).
+// capture copies the state. The instances, the idempotency keys and the
+// deleted ids are copy-on-write views (slots.go, cowmap.go), taken in time
+// proportional to their number of chunks and shards. Caller holds st.mu
+// for writing (the views change the tables' ownership marks).
 func (st *state) capture() *snapImage {
 	img := &snapImage{lsn: st.applied, instances: st.slots.view(), idem: st.idem.view()}
 	for _, vs := range st.machines {
