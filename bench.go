@@ -135,16 +135,21 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "stmdb bench: %v\n", err)
 		return 1
 	}
-	if cfg.jsonOut {
-		b, _ := json.Marshal(rep)
-		fmt.Fprintf(stdout, "%s\n", b)
-	} else {
-		rep.print(stdout)
-	}
+	benchOutput(stdout, cfg.jsonOut, rep)
 	if rep.TransportError != "" {
 		return 1
 	}
 	return 0
+}
+
+// benchOutput prints a report as one JSON object (--json) or as text.
+func benchOutput(w io.Writer, asJSON bool, rep interface{ print(io.Writer) }) {
+	if !asJSON {
+		rep.print(w)
+		return
+	}
+	b, _ := json.Marshal(rep)
+	fmt.Fprintf(w, "%s\n", b)
 }
 
 // benchOnce runs cfg.op (a single op) once.

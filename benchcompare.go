@@ -6,7 +6,6 @@ package main
 // at most; this is how the load tool takes them.
 
 import (
-	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -67,12 +66,7 @@ func benchCompare(cfg *benchConfig, stdout, stderr io.Writer) int {
 		}
 	}
 	cmp.summarize()
-	if cfg.jsonOut {
-		b, _ := json.Marshal(cmp)
-		fmt.Fprintf(stdout, "%s\n", b)
-	} else {
-		cmp.print(stdout)
-	}
+	benchOutput(stdout, cfg.jsonOut, cmp)
 	if cmp.Failed != "" {
 		fmt.Fprintf(stderr, "stmdb bench: %s\n", cmp.Failed)
 		return 1
