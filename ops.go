@@ -135,10 +135,11 @@ func (s *server) handleInfo(c *conn, p *InfoParams) (reply, *rcpError) {
 		Features        []string `json:"features"`
 		MaxBatchOps     int      `json:"max_batch_ops"`
 		MaxFrameBytes   int      `json:"max_frame_bytes"`
+		MaxSubsPerConn  int      `json:"max_subscriptions_per_connection"`
 		ProtocolVersion int      `json:"protocol_version"`
 		ServerName      string   `json:"server_name"`
 		ServerVersion   string   `json:"server_version"`
-	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), protocolVersion, serverName, serverVersion}), lsn: s.readLSN()}, nil
+	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), maxSubsPerConn, protocolVersion, serverName, serverVersion}), lsn: s.readLSN()}, nil
 }
 
 // frameLimit is the largest request payload this server accepts.
