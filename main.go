@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"runtime/trace"
+	"strings"
 	"syscall"
 )
 
@@ -183,7 +184,17 @@ func cmdWAL(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if rep.Truncated || len(rep.Removed) > 0 {
-		fmt.Fprintf(stdout, "repaired: truncated=%v removed=%v\n", rep.Truncated, rep.Removed)
+		if rep.Truncated {
+			fmt.Fprintf(stdout, "repaired: cut %s at offset %d (%s)\n", rep.Problem.Segment, rep.Problem.Cut, rep.Problem.Reason)
+		}
+		if len(rep.Removed) > 0 {
+			fmt.Fprintf(stdout, "repaired: removed segments %s\n", strings.Join(rep.Removed, " "))
+		}
+		if rep.Dropped > 0 {
+			fmt.Fprintf(stdout, "dropped %d intact records after the damage (up to LSN %d); the log now ends at LSN %d\n", rep.Dropped, rep.DroppedLast, rep.LastLSN)
+		} else {
+			fmt.Fprintf(stdout, "dropped no intact record; the log now ends at LSN %d\n", rep.LastLSN)
+		}
 		return 0
 	}
 	if rep.Problem != nil {

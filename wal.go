@@ -86,12 +86,18 @@ package main
 // # Recovery
 //
 // openWAL scans every segment in order and verifies each record (sane length
-// within the segment, LSN = previous + 1, CRC). A torn or corrupt tail of the
-// LAST segment, and any non-zero bytes after its end of data, are cut off and
-// logged. Damage in an earlier (sealed) segment, an empty sealed segment, or a
-// gap between segments makes openWAL fail with an error naming the segment
-// file and byte offset; verifyWAL reports the same without changing anything
-// and repairWAL truncates at the first problem on purpose.
+// within the segment, LSN = previous + 1, CRC). A torn tail of the LAST
+// segment is cut off and logged: an incomplete or garbage suffix after the
+// last complete record with no intact record beyond it, or intact records
+// beyond a lost sector (512 bytes reading as zeros: a write the disk never
+// got, so everything written after it was never synced either). Damage in
+// the last segment that an intact record with a higher LSN follows is
+// corruption of data that was durable, and so is damage in an earlier
+// (sealed) segment, an empty sealed segment, or a gap between segments:
+// openWAL then fails with an error naming the segment file, byte offset and
+// LSN, and changes nothing. verifyWAL reports the same without changing
+// anything and repairWAL truncates at the first problem on purpose,
+// counting the intact records it drops.
 //
 // # Caveats
 //

@@ -115,6 +115,111 @@ func segScan(fd int, data []byte, first uint64) segScanResult {
 	}
 }
 
+// walSectorSize is the unit a disk writes atomically. A crash can lose any
+// sector written since the last sync; since segments are preallocated and
+// read as zeros where nothing was written, a lost sector reads as 512 zeros.
+const walSectorSize = 512
+
+// segValidRecord reports whether an intact record with an LSN above after
+// starts at off: a sane header, a payload that fits, and the right CRC. It
+// returns the record's LSN and size.
+func segValidRecord(data []byte, off int64, after uint64) (lsn uint64, size int64, ok bool) {
+	n := int64(len(data))
+	if off < 0 || n-off < walHeaderSize {
+		return 0, 0, false
+	}
+	h := data[off : off+walHeaderSize]
+	if h[5] != 0 || h[6] != 0 || h[7] != 0 || binary.LittleEndian.Uint32(h[20:]) != 0 {
+		return 0, 0, false
+	}
+	length := binary.LittleEndian.Uint32(h[0:])
+	lsn = binary.LittleEndian.Uint64(h[8:])
+	if length > walMaxPayload || lsn <= after {
+		return 0, 0, false
+	}
+	size = walRecordSize(int(length))
+	if size > n-off {
+		return 0, 0, false
+	}
+	payload := data[off+walHeaderSize : off+walHeaderSize+int64(length)]
+	if crc32.Update(crc32.Checksum(h[:16], walCRCTable), walCRCTable, payload) != binary.LittleEndian.Uint32(h[16:]) {
+		return 0, 0, false
+	}
+	return lsn, size, true
+}
+
+// segFindValid returns the offset and LSN of the first intact record at or
+// after from (8-byte aligned) whose LSN is above after, or off -1. Zero
+// regions are skipped without reading them.
+func segFindValid(fd int, data []byte, from int64, after uint64) (off int64, lsn uint64) {
+	n := int64(len(data))
+	off = (from + 7) &^ 7
+	for off+walHeaderSize <= n {
+		nz := segNonZero(fd, data, off)
+		if nz < 0 {
+			return -1, 0
+		}
+		if c := nz &^ 7; c > off {
+			off = c
+		}
+		if l, _, ok := segValidRecord(data, off, after); ok {
+			return off, l
+		}
+		off += 8
+	}
+	return -1, 0
+}
+
+// segLostSector reports whether a whole sector overlapping [from, to) of
+// data reads as zeros: the trace a crash leaves when a write reached the
+// disk only in part.
+func segLostSector(data []byte, from, to int64) bool {
+	for s := from &^ (walSectorSize - 1); s < to && s < int64(len(data)); s += walSectorSize {
+		if walFirstNonZero(data[s:min(s+walSectorSize, int64(len(data)))]) < 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// segDamage tells a torn tail from corruption in the last segment, whose
+// scan r stopped at a problem. A torn tail is what a crash can leave: an
+// incomplete or garbage suffix after the last complete record with nothing
+// intact beyond it, or intact records beyond a lost (zero) sector, which
+// were written after it and so were never synced. Anything else followed by
+// an intact record with a higher LSN is damage to data that was already
+// durable. It returns the first such intact record (off -1 when none).
+func segDamage(fd int, data []byte, r segScanResult) (torn bool, off int64, lsn uint64) {
+	off, lsn = segFindValid(fd, data, r.end, r.last)
+	if off < 0 {
+		return true, -1, 0
+	}
+	return segLostSector(data, r.end, off), off, lsn
+}
+
+// markCorrupt describes damage in the last segment that is not a torn
+// tail: where it is and the intact record after it.
+// The problem moves to where the damaged record starts.
+func (r *segScanResult) markCorrupt(vOff int64, vLSN uint64) {
+	r.reason = fmt.Sprintf("%s (at LSN %d), and an intact record follows (LSN %d at offset %d), so this is corruption, not a torn tail",
+		r.reason, r.last+1, vLSN, vOff)
+	r.badOff = r.end
+}
+
+// segCountValid counts the intact records from off on, following record
+// sizes and resynchronising past damage, to say what a repair drops.
+func segCountValid(fd int, data []byte, off int64, after uint64) (count, last uint64) {
+	for {
+		off, lsn := segFindValid(fd, data, off, after)
+		if off < 0 {
+			return count, last
+		}
+		_, size, _ := segValidRecord(data, off, after)
+		count, last, after = count+1, lsn, lsn
+		off += size
+	}
+}
+
 // recover scans the directory, cuts a torn tail and sets up the active segment.
 func (w *wal) recover() error {
 	dirChanged := false
@@ -158,9 +263,14 @@ func (w *wal) recover() error {
 			return fmt.Errorf("%w: segment %s: offset 0: sealed segment holds no record", walErrCorrupt, sf.name)
 		}
 		if r.bad {
+			if torn, vOff, vLSN := segDamage(s.fd, s.data, r); !torn {
+				r.markCorrupt(vOff, vLSN)
+				return fmt.Errorf("%w: segment %s: offset %d: %s; the data is left as it is (stmdb wal repair truncates here, dropping what follows)",
+					walErrCorrupt, sf.name, r.badOff, r.reason)
+			}
 			w.log.Warn("wal: truncating torn tail of the last segment",
 				"segment", sf.name, "offset", r.end, "problem_offset", r.badOff, "problem", r.reason,
-				"records_kept", r.records)
+				"records_kept", r.records, "lsn_kept", r.last)
 			if err := w.segTruncate(s, r.end); err != nil {
 				return err
 			}
@@ -248,6 +358,9 @@ type walReport struct {
 	Problem           *walProblem      // first problem, nil when the log is clean
 	Truncated         bool             // repairWAL cut the problem segment at Problem.Cut
 	Removed           []string         // repairWAL deleted these segment files
+	// Dropped counts the intact records that repairWAL found after the
+	// problem and removed with it; DroppedLast is the highest LSN among them.
+	Dropped, DroppedLast uint64
 }
 
 type walSegmentInfo struct {
@@ -263,8 +376,9 @@ type walProblem struct {
 	Offset  int64  // where the problem was seen
 	Cut     int64  // where the segment would be truncated (-1: the segment would be deleted)
 	Reason  string
-	// TornTail is true when the problem is in the last segment: openWAL
-	// would cut it and start; anywhere else openWAL refuses to start.
+	// TornTail is true when the problem is what a crash can leave at the
+	// end of the last segment: openWAL cuts it and starts. Anything else
+	// makes openWAL refuse to start.
 	TornTail bool
 }
 
@@ -300,6 +414,14 @@ func verifyWAL(dir string) (walReport, error) {
 			return rep, err
 		}
 		r := segScan(s.fd, s.data, sf.first)
+		torn := isLast
+		if r.bad && isLast {
+			var vOff int64
+			var vLSN uint64
+			if torn, vOff, vLSN = segDamage(s.fd, s.data, r); !torn {
+				r.markCorrupt(vOff, vLSN)
+			}
+		}
 		mmapUnmap(s.data)
 		s.f.Close()
 		rep.Segments = append(rep.Segments, walSegmentInfo{Name: sf.name, FirstLSN: sf.first, LastLSN: r.last,
@@ -313,7 +435,7 @@ func verifyWAL(dir string) (walReport, error) {
 		}
 		prevLast, prevName = r.last, sf.name
 		if r.bad {
-			problem(r.badOff, r.end, isLast, "%s", r.reason)
+			problem(r.badOff, r.end, torn, "%s", r.reason)
 			return rep, nil
 		}
 		if r.records == 0 && !isLast {
@@ -343,6 +465,21 @@ func repairWAL(dir string) (walReport, error) {
 	}
 	p := rep.Problem
 	cutAt := slices.IndexFunc(files, func(f walSegmentFile) bool { return f.name == p.Segment })
+	for i, sf := range files[cutAt:] {
+		from := int64(0)
+		if i == 0 && p.Cut >= 0 {
+			from = p.Cut
+		}
+		s, err := segOpen(filepath.Join(dir, sf.name), sf.first, os.O_RDONLY)
+		if err != nil {
+			return rep, err
+		}
+		n, last := segCountValid(s.fd, s.data, from, rep.LastLSN)
+		mmapUnmap(s.data)
+		s.f.Close()
+		rep.Dropped += n
+		rep.DroppedLast = max(rep.DroppedLast, last)
+	}
 	if p.Cut >= 0 {
 		path := filepath.Join(dir, p.Segment)
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
