@@ -99,6 +99,10 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	snapLSN := st.applied
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{
 		SegmentSize: cfg.SegmentSizeMB << 20, Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,
+		// A failed sync is fatal under every policy, not only when a reply
+		// waits for it; s.fatal is read when the failure happens, so a test
+		// may replace it after open.
+		OnFail: func(err error) { s.fatal(err) },
 		OnSync: func(d time.Duration, records int) {
 			s.metrics.fsync(d, records)
 			if d > slowFsync {

@@ -136,42 +136,86 @@ func TestDamagedSnapshotRefused(t *testing.T) {
 	ts.start()
 }
 
-// A failed fdatasync is fatal: the write waiting on it is never
-// acknowledged, the server's fatal hook runs (the real one exits non-zero),
-// and later writes fail with WAL_IO_ERROR instead of being accepted.
+// A failed fdatasync is fatal under every fsync policy: the server's fatal
+// hook runs (the real one logs and exits non-zero), no write waiting on the
+// sync is acknowledged, later writes fail with WAL_IO_ERROR instead of being
+// accepted, and a restart recovers from what is on disk. Under the
+// policies that acknowledge before the sync, nothing waits on the commit,
+// so only the log itself can report the failure.
 func TestFsyncFailureIsFatal(t *testing.T) {
-	ts := startServer(t, nil)
-	c := ts.dial()
-	mustOK(t, c, "PUT_MACHINE", ctrMachine)
-	fatal := make(chan error, 4)
-	ts.srv.fatal = func(err error) { fatal <- err }
-	w := ts.srv.log
-	w.mu.Lock()
-	w.fdatasync = func(int) error { return syscall.EIO }
-	w.mu.Unlock()
-	c.send("CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"lost"}`)
-	c.flush()
-	select {
-	case err := <-fatal:
-		if !errors.Is(err, syscall.EIO) {
-			t.Errorf("fatal error %v, want EIO", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("fsync failure was not fatal")
+	big := `{"machine":"ctr","version":1,"instance_id":"big-%d","initial_ctx":{"pad":"` + strings.Repeat("x", 16<<10) + `"}}`
+	for _, tt := range []struct {
+		policy fsyncPolicy
+		// trigger makes the server sync; it stops once fatal has fired.
+		trigger func(c *client, i int)
+	}{
+		{fsyncPolicy{Kind: "every_write"}, func(c *client, i int) {
+			c.send("CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":"lost-%d"}`, i))
+		}},
+		{fsyncPolicy{Kind: "every_n", N: 2}, func(c *client, i int) {
+			c.send("CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":"n-%d"}`, i))
+		}},
+		{fsyncPolicy{Kind: "every_ms", N: 5}, func(c *client, i int) {
+			c.send("CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":"ms-%d"}`, i))
+		}},
+		// never syncs when a segment is sealed (1 MiB here).
+		{fsyncPolicy{Kind: "never"}, func(c *client, i int) { c.send("CREATE_INSTANCE", fmt.Sprintf(big, i)) }},
+	} {
+		t.Run(tt.policy.Kind, func(t *testing.T) {
+			ts := startServer(t, func(c *config) { c.Fsync = tt.policy })
+			c := ts.dial()
+			mustOK(t, c, "PUT_MACHINE", ctrMachine)
+			mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"before"}`)
+			if err := ts.srv.log.sync(); err != nil {
+				t.Fatal(err)
+			}
+			fatal := make(chan error, 16)
+			ts.srv.fatal = func(err error) { fatal <- err }
+			w := ts.srv.log
+			w.mu.Lock()
+			w.fdatasync = func(int) error { return syscall.EIO }
+			w.mu.Unlock()
+			var fired error
+			for i := 0; i < 400 && fired == nil; i++ {
+				tt.trigger(c, i)
+				c.flush()
+				select {
+				case fired = <-fatal:
+				case <-time.After(10 * time.Millisecond):
+				}
+			}
+			if fired == nil {
+				select {
+				case fired = <-fatal:
+				case <-time.After(5 * time.Second):
+					t.Fatal("fsync failure was not fatal")
+				}
+			}
+			if !errors.Is(fired, syscall.EIO) {
+				t.Errorf("fatal error %v, want EIO", fired)
+			}
+			c2 := ts.dial()
+			m := call(t, c2, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"later"}`)
+			if m.Error == nil || m.Error.Code != codeWALIOError {
+				t.Errorf("write after fsync failure: %s", m.Raw)
+			}
+			if tt.policy.Kind == "every_write" {
+				c.nc.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+				if m, err := c.recv(); err == nil {
+					t.Errorf("write acknowledged after a failed fsync: %s", m.Raw)
+				}
+			}
+			// Shut down without the restart check (the live state holds
+			// writes that were never durable, which is why the real server
+			// exits), then restart from what is on disk.
+			ts.srv.fatal = func(error) {}
+			ts.srv.close()
+			<-ts.done
+			ts.srv = nil
+			ts.start()
+			c3 := ts.dial()
+			mustOK(t, c3, "GET_INSTANCE", `{"instance_id":"before"}`)
+			mustOK(t, c3, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"after-restart"}`)
+		})
 	}
-	c.nc.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-	if m, err := c.recv(); err == nil {
-		t.Errorf("write acknowledged after a failed fsync: %s", m.Raw)
-	}
-	c2 := ts.dial()
-	m := call(t, c2, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"later"}`)
-	if m.Error == nil || m.Error.Code != codeWALIOError || !m.Error.Retryable {
-		t.Errorf("write after fsync failure: %s", m.Raw)
-	}
-	// Shut down without the restart check: the live state holds writes
-	// that were never durable, which is exactly why the real server exits.
-	ts.srv.fatal = func(error) {}
-	ts.srv.close()
-	<-ts.done
-	ts.srv = nil
 }

@@ -165,6 +165,12 @@ type walOptions struct {
 	// OnSync observes every group commit: how long the fdatasync took and
 	// how many records it made durable (metrics, slow-fsync logging).
 	OnSync func(d time.Duration, records int)
+	// OnFail is told, once and on its own goroutine, when the log fails
+	// for good (a failed fdatasync or pwrite), under every fsync policy:
+	// under the policies that acknowledge before the sync nothing waits on
+	// the commit, so without it the failure would only show as refused
+	// writes while reads served state that may not be on disk.
+	OnFail func(err error)
 }
 
 type walRecord struct {
@@ -383,6 +389,9 @@ func (w *wal) failLocked(op string, err error) {
 	w.log.Error("wal: fatal I/O error, no further writes are accepted", "op", op, "err", err)
 	w.notifyTaken = true
 	w.wakeLocked()
+	if w.opts.OnFail != nil {
+		go w.opts.OnFail(w.err)
+	}
 }
 
 // wakeLocked closes the notify channel if anyone holds it (under mu). Once
