@@ -414,6 +414,75 @@ func TestGuardEvalPrecedence(t *testing.T) {
 	})
 }
 
+// TestGuardEvalChains evaluates || and && chains of two to four operands
+// against every combination of true and false operands, written flat and
+// with parentheses (both compile to one flat node), so that an evaluator
+// that stops early or wrongly at some position of a chain (say the third
+// operand of an or-chain) is caught.
+func TestGuardEvalChains(t *testing.T) {
+	names := []string{"a", "b", "c", "d"}
+	var cases []guardEvalCase
+	for n := 2; n <= 4; n++ {
+		for bits := 0; bits < 1<<n; bits++ {
+			fields := make([]string, n)
+			members := make([]string, n)
+			some, all := false, true
+			for i := 0; i < n; i++ {
+				v := bits&(1<<i) != 0
+				some, all = some || v, all && v
+				fields[i] = "ctx." + names[i]
+				members[i] = strconv.Quote(names[i]) + ":" + strconv.FormatBool(v)
+			}
+			ctx := "{" + strings.Join(members, ",") + "}"
+			for _, c := range []struct {
+				op   string
+				want bool
+			}{{"||", some}, {"&&", all}} {
+				flat := strings.Join(fields, " "+c.op+" ")
+				left := "(" + strings.Join(fields[:n-1], " "+c.op+" ") + ") " + c.op + " " + fields[n-1]
+				right := fields[0] + " " + c.op + " (" + strings.Join(fields[1:], " "+c.op+" ") + ")"
+				for _, e := range []string{flat, left, right} {
+					cases = append(cases, guardEvalCase{e, ctx, c.want})
+				}
+			}
+		}
+	}
+	// Falsy and truthy values of every kind, not only booleans.
+	falsy := `{"f": false, "z": 0, "e": "", "nul": null, "earr": [], "eobj": {}}`
+	truthy := `{"t": true, "one": 1, "s": "x", "arr": [0], "obj": {"k": 0}}`
+	cases = append(cases,
+		guardEvalCase{"ctx.f || ctx.z || ctx.e", falsy, false},
+		guardEvalCase{"ctx.nul || ctx.missing || ctx.f", falsy, false},
+		guardEvalCase{"ctx.z || ctx.e || ctx.nul || ctx.f", falsy, false},
+		guardEvalCase{"ctx.earr || ctx.eobj || ctx.f", falsy, false},
+		guardEvalCase{"ctx.t && ctx.one && ctx.s", truthy, true},
+		guardEvalCase{"ctx.s && ctx.arr && ctx.obj", truthy, true},
+		guardEvalCase{"ctx.t && ctx.one && ctx.s && ctx.arr && ctx.obj", truthy, true},
+		guardEvalCase{"ctx.t && ctx.one && ctx.missing", truthy, false},
+		guardEvalCase{"ctx.missing || ctx.missing || ctx.missing", `{}`, false},
+		guardEvalCase{"ctx.missing && ctx.missing && ctx.missing", `{}`, false},
+	)
+	guardRunEvalCases(t, cases)
+
+	// The chains above must really be one node with every operand as a
+	// child, or they would not test a chain of three.
+	for _, src := range []string{"ctx.a || ctx.b || ctx.c", "(ctx.a || ctx.b) || ctx.c", "ctx.a || (ctx.b || ctx.c)"} {
+		for _, op := range []struct {
+			text string
+			kind guardKind
+		}{{"||", guardOr}, {"&&", guardAnd}} {
+			src := strings.ReplaceAll(src, "||", op.text)
+			g, err := compileGuard(src)
+			if err != nil {
+				t.Fatalf("compileGuard(%q): %v", src, err)
+			}
+			if g.root.kind != op.kind || len(g.root.kids) != 3 {
+				t.Errorf("compileGuard(%q): root kind %d with %d kids, want kind %d with 3", src, g.root.kind, len(g.root.kids), op.kind)
+			}
+		}
+	}
+}
+
 func TestGuardEvalNonObjectAndMalformedCtx(t *testing.T) {
 	exprs := []string{
 		"ctx.a", "!ctx.a", "ctx.a == null", "ctx.a != null", "ctx.a == 1", "ctx.a > 0",
