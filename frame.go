@@ -413,15 +413,19 @@ func frameFinishAt(f []byte, start int, m wireMode) []byte {
 	if m == modeJSONL {
 		return append(f, '\n')
 	}
-	payload := f[start+frameHeaderLen:]
-	h := f[start : start : start+frameHeaderLen]
-	h = append(h, frameMagic[:]...)
-	h = binary.BigEndian.AppendUint16(h, frameVersion)
-	h = binary.BigEndian.AppendUint16(h, frameFlagCRC)
-	h = binary.BigEndian.AppendUint16(h, 0)
-	h = binary.BigEndian.AppendUint32(h, uint32(len(payload)))
-	binary.BigEndian.AppendUint32(h, crc32.Checksum(payload, frameCRCTable))
+	putFrameHeader((*[frameHeaderLen]byte)(f[start:start+frameHeaderLen]), f[start+frameHeaderLen:])
 	return f
+}
+
+// putFrameHeader writes the header of an outgoing binary frame carrying
+// payload: version 1, flags CRC_PRESENT, no extension.
+func putFrameHeader(h *[frameHeaderLen]byte, payload []byte) {
+	copy(h[0:4], frameMagic[:])
+	binary.BigEndian.PutUint16(h[4:6], frameVersion)
+	binary.BigEndian.PutUint16(h[6:8], frameFlagCRC)
+	binary.BigEndian.PutUint16(h[8:10], 0)
+	binary.BigEndian.PutUint32(h[10:14], uint32(len(payload)))
+	binary.BigEndian.PutUint32(h[14:18], crc32.Checksum(payload, frameCRCTable))
 }
 
 // appendFrame appends one outgoing frame carrying payload, in mode m.

@@ -322,8 +322,7 @@ type conn struct {
 	out    chan outMsg
 	quit   chan struct{} // closed when the reader stops: the pump exits
 
-	outMode      atomic.Uint32 // wireMode used to encode what is queued now
-	lastActivity atomic.Int64  // Unix ns of the last request or event
+	lastActivity atomic.Int64 // Unix ns of the last request or event
 
 	watch connWatch
 	gate  byteGate      // bytes queued on out
@@ -382,11 +381,29 @@ func (g *byteGate) release(n int) {
 	g.mu.Unlock()
 }
 
+// outMsg is one message queued for the writer. The reader queues replies
+// framed already, in the framing it read the request in, and says in next
+// which framing follows them. The pump queues events as bare payloads
+// (event), which the writer frames as the connection's framing stands at
+// that point of the stream: a HELLO that switches framing is a point in the
+// queue, so events queued before its reply keep the old framing and events
+// after it get the new one, whichever goroutine encoded them when.
 type outMsg struct {
 	buf   []byte
-	lsn   uint64  // send only once durable
-	close bool    // close the connection after this message
-	pool  *[]byte // buf came from replyBufs: return it once written
+	lsn   uint64   // send only once durable
+	close bool     // close the connection after this message
+	event bool     // buf is a bare payload: the writer frames it
+	next  wireMode // reply: the framing of what is sent after it
+	pool  *[]byte  // buf came from replyBufs: return it once written
+}
+
+// size is what m counts against the queue bounds: its bytes on the wire,
+// or (for an event) as many as they can be in either framing.
+func (m *outMsg) size() int {
+	if m.event {
+		return len(m.buf) + frameHeaderLen
+	}
+	return len(m.buf)
 }
 
 // replyBufs recycles reply buffers: the writer copies a reply into the
@@ -438,7 +455,7 @@ func (c *conn) readLoop() {
 			switch {
 			case errors.As(err, &re):
 				// Malformed input: one error frame, then close.
-				c.enqueue(outMsg{buf: c.encodeError(nil, re), close: true})
+				c.enqueue(outMsg{buf: c.encodeError(nil, re), close: true, next: c.fr.mode()})
 			case errors.As(err, &ne) && ne.Timeout() && !c.s.isClosing():
 				// Idle only if nothing was sent either (events keep a
 				// subscriber alive). The deadline may also have been set
@@ -459,13 +476,14 @@ func (c *conn) readLoop() {
 			deadline.arm(c.nc.SetReadDeadline, now, idle)
 		}
 		msg := c.handle(payload, now)
-		c.enqueue(msg)
-		c.activateSubscriptions()
+		msg.next = c.fr.mode()
 		if c.switchTo != nil {
+			msg.next = *c.switchTo
 			c.fr.setMode(*c.switchTo)
-			c.outMode.Store(uint32(*c.switchTo))
 			c.switchTo = nil
 		}
+		c.enqueue(msg)
+		c.activateSubscriptions()
 		if msg.close {
 			return
 		}
@@ -475,7 +493,7 @@ func (c *conn) readLoop() {
 // enqueue queues a reply for the writer, waiting while too many bytes are
 // queued already (a client that does not read holds its own requests back).
 func (c *conn) enqueue(m outMsg) {
-	c.gate.acquire(len(m.buf), c.dead)
+	c.gate.acquire(m.size(), c.dead)
 	c.out <- m
 }
 
@@ -505,6 +523,8 @@ func (c *conn) writeLoop() {
 			deadline.arm(c.nc.SetWriteDeadline, time.Now(), idle)
 		}
 	}
+	mode := modeBinary // the framing of the stream at this point
+	var hdr [frameHeaderLen]byte
 	for m := range c.out {
 		if m.lsn > 0 {
 			if m.lsn > c.s.log.durableLSN() && bw.Buffered() > 0 {
@@ -519,11 +539,24 @@ func (c *conn) writeLoop() {
 				return
 			}
 		}
-		if len(m.buf) > bw.Available() {
+		size := m.size()
+		if size > bw.Available() {
 			beforeSend()
 		}
-		_, err := bw.Write(m.buf)
-		c.gate.release(len(m.buf))
+		var err error
+		switch {
+		case !m.event:
+			_, err = bw.Write(m.buf)
+			mode = m.next
+		case mode == modeJSONL:
+			bw.Write(m.buf)
+			err = bw.WriteByte('\n')
+		default:
+			putFrameHeader(&hdr, m.buf)
+			bw.Write(hdr[:])
+			_, err = bw.Write(m.buf)
+		}
+		c.gate.release(size)
 		m.written()
 		if err != nil {
 			return

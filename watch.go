@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -307,7 +308,6 @@ func (c *conn) dropSubscriptions() {
 // pump feeds the connection's subscriptions from the log until quit.
 func (c *conn) pump() {
 	defer c.watch.done.Done()
-	var buf []byte
 	for {
 		notify := c.s.log.durableNotify()
 		hi := c.s.log.durableLSN()
@@ -335,16 +335,19 @@ func (c *conn) pump() {
 						if sub.includeCtx {
 							body = ev.withCtx
 						}
-						buf = append(buf[:0], `{"type":"event","subscription_id":`...)
+						// A bare payload: the writer frames it (see outMsg).
+						bp := replyBufs.Get().(*[]byte)
+						buf := slices.Grow((*bp)[:0], len(`{"type":"event","subscription_id":""}`)+len(sub.id)+len(body))
+						buf = append(buf, `{"type":"event","subscription_id":`...)
 						buf = encAppendString(buf, sub.id)
 						buf = append(buf, body...)
-						frame := appendFrame(nil, wireMode(c.outMode.Load()), buf)
-						if !c.gate.acquire(len(frame), c.quit) {
+						m := outMsg{buf: buf, event: true, pool: bp}
+						if !c.gate.acquire(m.size(), c.quit) {
 							quit = true
 							return false
 						}
 						select {
-						case c.out <- outMsg{buf: frame}:
+						case c.out <- m:
 							c.s.metrics.eventsForwarded(sub.kind, 1)
 						case <-c.quit:
 							quit = true

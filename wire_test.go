@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
@@ -231,3 +232,219 @@ func TestPipeliningAndConcurrency(t *testing.T) {
 		t.Errorf("ctx after %d events: %s", per, got.Ctx)
 	}
 }
+
+// jsonlPeer is a raw JSONL connection, as `nc` makes one: every line the
+// server sends must be one JSON object, never an RCPX frame.
+type jsonlPeer struct {
+	t  *testing.T
+	nc net.Conn
+	r  *bufio.Reader
+}
+
+func dialJSONL(t *testing.T, ts *testServer) *jsonlPeer {
+	t.Helper()
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	return &jsonlPeer{t: t, nc: nc, r: bufio.NewReader(nc)}
+}
+
+func (p *jsonlPeer) send(line string) {
+	p.t.Helper()
+	if _, err := p.nc.Write([]byte(line + "\n")); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// recv reads one line and checks that it is a JSON object.
+func (p *jsonlPeer) recv() *message {
+	p.t.Helper()
+	line, err := p.r.ReadBytes('\n')
+	if err != nil {
+		p.t.Fatalf("reading a JSONL line: %v (got %q)", err, line)
+	}
+	m := &message{Raw: line}
+	if bytes.HasPrefix(line, []byte("RCPX")) || json.Unmarshal(line, m) != nil {
+		p.t.Fatalf("not a JSONL message: %q", line)
+	}
+	return m
+}
+
+// expectEvents reads n lines that must be events at the given offsets.
+func (p *jsonlPeer) expectEvents(offsets ...uint64) {
+	p.t.Helper()
+	for _, want := range offsets {
+		m := p.recv()
+		var ev event
+		json.Unmarshal(m.Raw, &ev)
+		if ev.Type != "event" || ev.WalOffset != want {
+			p.t.Fatalf("want the event at offset %d, got %s", want, m.Raw)
+		}
+	}
+}
+
+// A JSONL connection gets everything in JSONL: replies, live events (of
+// WATCH_INSTANCE and WATCH_ALL), events replayed from from_offset, and the
+// error sent before closing on a malformed line.
+func TestJSONLEverything(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"x"}`) // lsn 2
+	mustOK(t, c, "APPLY_EVENT", `{"instance_id":"x","event":"INC"}`)                   // lsn 3
+
+	t.Run("live event", func(t *testing.T) {
+		p := dialJSONL(t, ts)
+		p.send(`{"type":"request","id":"1","op":"WATCH_INSTANCE","params":{"instance_id":"x"}}`)
+		if m := p.recv(); m.ID != "1" || m.Status != "ok" {
+			t.Fatalf("WATCH_INSTANCE: %s", m.Raw)
+		}
+		lsn := ts.srv.log.lastLSN()
+		mustOK(t, c, "APPLY_EVENT", `{"instance_id":"x","event":"INC"}`)
+		p.expectEvents(lsn + 1)
+	})
+	t.Run("WATCH_ALL event", func(t *testing.T) {
+		p := dialJSONL(t, ts)
+		p.send(`{"type":"request","id":"1","op":"WATCH_ALL"}`)
+		if m := p.recv(); m.ID != "1" || m.Status != "ok" {
+			t.Fatalf("WATCH_ALL: %s", m.Raw)
+		}
+		lsn := ts.srv.log.lastLSN()
+		mustOK(t, c, "APPLY_EVENT", `{"instance_id":"x","event":"INC"}`)
+		p.expectEvents(lsn + 1)
+	})
+	t.Run("replayed events", func(t *testing.T) {
+		p := dialJSONL(t, ts)
+		p.send(`{"type":"request","id":"1","op":"WATCH_INSTANCE","params":{"instance_id":"x","from_offset":2}}`)
+		if m := p.recv(); m.ID != "1" || m.Status != "ok" {
+			t.Fatalf("WATCH_INSTANCE: %s", m.Raw)
+		}
+		var want []uint64
+		ts.srv.hub.each(3, ts.srv.log.durableLSN(), func(lsn uint64, evs []*watchEvent) bool {
+			if len(evs) > 0 {
+				want = append(want, lsn)
+			}
+			return true
+		})
+		p.expectEvents(want...)
+	})
+	t.Run("error before close", func(t *testing.T) {
+		p := dialJSONL(t, ts)
+		p.send(`{"id":"1","op":"PING"}`)
+		p.send(`{"id":"2","op":`)
+		if m := p.recv(); m.ID != "1" || m.Status != "ok" {
+			t.Fatalf("PING: %s", m.Raw)
+		}
+		if m := p.recv(); m.Error == nil || m.Error.Code != codeBadRequest || m.ID != "" {
+			t.Fatalf("malformed line: %s", m.Raw)
+		}
+		if line, err := p.r.ReadBytes('\n'); err == nil {
+			t.Fatalf("connection open after a malformed line: %q", line)
+		}
+	})
+	t.Run("error for an envelope", func(t *testing.T) {
+		p := dialJSONL(t, ts)
+		p.send(`{"id":"1","op":"NOPE"}`)
+		if m := p.recv(); m.ID != "1" || m.Error == nil || m.Error.Code != codeBadRequest {
+			t.Fatalf("unknown op: %s", m.Raw)
+		}
+	})
+}
+
+// A binary connection that switches to JSONL with HELLO gets its events,
+// live and replayed, and its error frames in JSONL from the HELLO reply on,
+// even while events stream during the switch; switching back works too.
+func TestHelloSwitchCarriesEvents(t *testing.T) {
+	ts := startServer(t, func(c *config) { c.Fsync = fsyncPolicy{Kind: "never"} })
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"x"}`)
+	for i := 0; i < 20; i++ {
+		mustOK(t, c, "APPLY_EVENT", `{"instance_id":"x","event":"INC"}`) // lsn 3..22
+	}
+	w := ts.dial()
+	// Replay from the start and keep writing while the switch happens.
+	watchResult(t, w, "WATCH_ALL", `{"from_offset":2}`)
+	const more = 300
+	done := make(chan error, 1)
+	go func() {
+		wc, err := dialClient(ts.addr, 5*time.Second)
+		if err != nil {
+			done <- err
+			return
+		}
+		defer wc.close()
+		for i := 0; i < more; i++ {
+			if _, err := wc.call("APPLY_EVENT", `{"instance_id":"x","event":"INC"}`); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	id, _ := w.send("HELLO", `{"protocol_version":1,"wire_modes":["jsonl"]}`)
+	w.flush()
+	next := uint64(3)
+	check := func(m *message) {
+		t.Helper()
+		var ev event
+		if err := json.Unmarshal(m.Raw, &ev); err != nil || ev.WalOffset != next {
+			t.Fatalf("want the event at offset %d, got %s", next, m.Raw)
+		}
+		next++
+	}
+	for {
+		m, err := w.recv() // binary until the HELLO reply
+		if err != nil {
+			t.Fatalf("before the HELLO reply: %v", err)
+		}
+		if m.Type == "response" {
+			if m.ID != id || m.Status != "ok" {
+				t.Fatalf("HELLO: %s", m.Raw)
+			}
+			break
+		}
+		check(m)
+	}
+	w.mode = modeJSONL
+	w.fr.setMode(modeJSONL)
+	for next <= 22+more {
+		m, err := w.recv()
+		if err != nil {
+			t.Fatalf("after the switch, at offset %d: %v", next, err)
+		}
+		check(m)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// Back to binary: replies and events in binary again.
+	runSteps(t, w, []step{{op: "HELLO", params: `{"protocol_version":1,"wire_modes":["binary_json"]}`,
+		want: `{"features":[],"protocol_version":1,"server_name":"stmdb","server_version":"<any>","wire_mode":"binary_json"}`}})
+	w.mode = modeBinary
+	w.fr.setMode(modeBinary)
+	mustOK(t, c, "APPLY_EVENT", `{"instance_id":"x","event":"INC"}`)
+	check(recvMsg(t, w))
+	// And JSONL again, then a malformed line: the error comes in JSONL.
+	runSteps(t, w, []step{{op: "HELLO", params: `{"protocol_version":1,"wire_modes":["jsonl"]}`}})
+	w.mode = modeJSONL
+	w.fr.setMode(modeJSONL)
+	w.bw.WriteString("{nope\n")
+	w.flush()
+	if m := recvMsg(t, w); m.Error == nil || m.Error.Code != codeBadRequest || m.ID != "" {
+		t.Fatalf("malformed line after the switch: %s", m.Raw)
+	}
+}
+
+func recvMsg(t *testing.T, c *client) *message {
+	t.Helper()
+	m, err := c.recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
