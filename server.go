@@ -260,15 +260,41 @@ func (s *server) serve(ln net.Listener) error {
 	}
 }
 
-// reject tells a connection over max_connections why, then closes it.
+// rejectPeek is how long a rejected connection is given to send its first
+// byte, which decides the framing of the refusal; rejectLinger is how long
+// its unread input is then drained, so that closing does not reset the
+// connection before the client has read the refusal.
+const (
+	rejectPeek   = 200 * time.Millisecond
+	rejectLinger = time.Second
+)
+
+// reject tells a connection over max_connections why, in the client's
+// framing when its first byte has arrived, then closes it.
 func (s *server) reject(nc net.Conn) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(5 * time.Second))
+	if tc, ok := nc.(*tls.Conn); ok && tc.Handshake() != nil {
+		return
+	}
+	mode := modeBinary
+	nc.SetReadDeadline(time.Now().Add(rejectPeek))
+	var first [1]byte
+	if n, _ := nc.Read(first[:]); n == 1 && first[0] == '{' {
+		mode = modeJSONL
+	}
+	nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	e := newError(codeRateLimited, "too many connections (limit %d); try again later", s.cfg.MaxConnections).
 		with("max_connections", s.cfg.MaxConnections)
 	p := appendErrorPayload(nil, nil, e)
-	nc.Write(appendFrame(nil, modeBinary, p))
 	s.logger.Warn("connection rejected: max_connections reached", "remote", nc.RemoteAddr().String(), "limit", s.cfg.MaxConnections)
+	if _, err := nc.Write(appendFrame(nil, mode, p)); err != nil {
+		return
+	}
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		nc.SetReadDeadline(time.Now().Add(rejectLinger))
+		io.CopyN(io.Discard, nc, 64<<10)
+	}
 }
 
 // close shuts down gracefully: stop accepting, stop reading new requests,

@@ -448,3 +448,35 @@ func recvMsg(t *testing.T, c *client) *message {
 	return m
 }
 
+// A connection refused for max_connections gets its RATE_LIMITED in its own
+// framing: a JSON line for a client that sent '{' first, a frame for a
+// binary client; either way the refusal arrives before the close, even
+// though the request it sent is never read.
+func TestRejectInClientFraming(t *testing.T) {
+	ts := startServer(t, func(c *config) { c.MaxConnections = 1 })
+	mustOK(t, ts.dial(), "PING", "")
+
+	p := dialJSONL(t, ts)
+	p.send(`{"type":"request","id":"1","op":"PING"}`)
+	if m := p.recv(); m.Error == nil || m.Error.Code != codeRateLimited {
+		t.Errorf("JSONL client over max_connections: %s", m.Raw)
+	}
+	if line, err := p.r.ReadBytes('\n'); err == nil {
+		t.Errorf("rejected JSONL connection stayed open: %q", line)
+	}
+
+	nc, err := net.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	nc.Write(appendFrame(nil, modeBinary, []byte(`{"type":"request","id":"1","op":"PING"}`)))
+	c := newClient(nc)
+	if m, err := c.recv(); err != nil || m.Error == nil || m.Error.Code != codeRateLimited {
+		t.Errorf("binary client over max_connections: %v %v", m, err)
+	}
+	if m, err := c.recv(); err == nil {
+		t.Errorf("rejected binary connection stayed open: %s", m.Raw)
+	}
+}
