@@ -220,6 +220,9 @@ func (cc *cliConn) call(op string, params any, onResult func(json.RawMessage)) (
 		}
 	}
 	if m.ID != id {
+		if e := m.connErr(); e != nil {
+			return nil, e
+		}
 		return nil, fmt.Errorf("response for request %q while waiting for %q", m.ID, id)
 	}
 	return m, nil

@@ -10,6 +10,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -636,5 +637,51 @@ func TestCLITLS(t *testing.T) {
 		if code != c.code || stdout != c.stdout || !regexp.MustCompile(c.stderrRe).MatchString(stderr) || (c.stderrRe == "" && stderr != "") {
 			t.Errorf("%v: code %d stdout %q stderr %q; want code %d stdout %q stderr matching %q", c.args, code, stdout, stderr, c.code, c.stdout, c.stderrRe)
 		}
+	}
+}
+
+// TestCLIServerFull: over max_connections the server answers with an error
+// frame for no request (empty id) and closes; the CLI prints that error as
+// the reason, not as a response to the wrong request.
+func TestCLIServerFull(t *testing.T) {
+	h := newCLIHarness(t, func(c *config) { c.MaxConnections = 1 })
+	held := h.ts.dial()
+	mustOK(t, held, "PING", "") // the server has counted it
+	const wantErr = "RATE_LIMITED: too many connections (limit 1); try again later\n  max_connections: 1\n"
+	for _, args := range [][]string{
+		{"ping"},
+		{"--json", "list-machines"},
+		{"--token", "secret", "ping"}, // refused before AUTH gets an answer
+	} {
+		stdout, stderr, code := h.run(context.Background(), cliCase{args: args})
+		if diff := cmp.Diff([]any{1, "", wantErr}, []any{code, stdout, stderr}); diff != "" {
+			t.Errorf("%v: exit status, stdout, stderr differ (-want +got):\n%s", args, diff)
+		}
+	}
+
+	// The client on its own returns the same error.
+	c, err := dialClient(h.ts.addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.close()
+	m, err := c.call("PING", nil)
+	var re *rcpError
+	if !errors.As(err, &re) || re.Code != codeRateLimited {
+		t.Errorf("client.call over max_connections: message %+v, error %v; want a %s *rcpError", m, err, codeRateLimited)
+	}
+
+	// Once the held connection is gone there is room again.
+	held.close()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		stdout, stderr, code := h.run(context.Background(), cliCase{args: []string{"ping"}})
+		if code == 0 && stdout == "pong\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ping after the held connection closed: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }

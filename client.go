@@ -121,6 +121,9 @@ func (c *client) call(op string, params any) (*message, error) {
 			return m, nil
 		}
 		if m.Type == "response" {
+			if e := m.connErr(); e != nil {
+				return nil, e
+			}
 			return nil, fmt.Errorf("response for %q while waiting for %q", m.ID, id)
 		}
 	}
@@ -182,6 +185,17 @@ func (m *message) rcpErr() *rcpError {
 		return &rcpError{Code: codeInternalError, Message: "error response without an error object"}
 	}
 	return &rcpError{Code: m.Error.Code, Message: m.Error.Message, Details: m.Error.Details}
+}
+
+// connErr returns an error response that answers no request (its id is
+// empty or absent) as an *rcpError, and nil for any other message. Such a
+// frame is the server's word on the connection as a whole, such as
+// RATE_LIMITED over max_connections, sent just before it closes.
+func (m *message) connErr() *rcpError {
+	if m.Type != "response" || m.ID != "" || m.Status == "ok" {
+		return nil
+	}
+	return m.rcpErr()
 }
 
 // clientTLSConfig builds a TLS configuration for a client: caFile adds
