@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -129,6 +130,47 @@ func checkSlots(t *testing.T, st *state) {
 		in := st.slots.at(i)
 		if in == nil || in.slot != i || st.instances[in.id] != in {
 			t.Fatalf("slot %d holds %+v", i, in)
+		}
+	}
+}
+
+// A batch, in either mode, is one unit in the log: appended together and
+// made durable by one group commit, so on an idle server it costs exactly
+// one fdatasync. A best-effort batch's members are separate records, and
+// the committer used to sync the first of them alone about one time in
+// four.
+func TestBatchCostsOneSync(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	fsyncs := func() uint64 {
+		var st struct {
+			IOStats struct {
+				Fsyncs uint64 `json:"fsyncs"`
+			} `json:"io_stats"`
+		}
+		if err := json.Unmarshal(mustOK(t, c, "WAL_STATS", `{}`), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.IOStats.Fsyncs
+	}
+	for _, mode := range []string{"best_effort", "atomic"} {
+		extra := 0
+		const rounds = 40
+		for i := range rounds {
+			var ops []string
+			for k := range 5 {
+				ops = append(ops, fmt.Sprintf(`{"op":"CREATE_INSTANCE","params":{"machine":"ctr","version":1,"instance_id":"%s-%d-%d"}}`, mode, i, k))
+			}
+			before := fsyncs()
+			mustOK(t, c, "BATCH", fmt.Sprintf(`{"mode":%q,"ops":[%s]}`, mode, strings.Join(ops, ",")))
+			if d := fsyncs() - before; d != 1 {
+				extra++
+				t.Logf("%s round %d: %d fsyncs", mode, i, d)
+			}
+		}
+		if extra > 0 {
+			t.Errorf("%s: %d of %d batches did not cost exactly one fsync", mode, extra, rounds)
 		}
 	}
 }

@@ -35,6 +35,7 @@ type config struct {
 	AllowInstanceRecreate bool          // storage.allow_instance_recreate
 	AllowFlushAll         bool          // storage.allow_flush_all
 	IdempotencyTTL        time.Duration // storage.idempotency_ttl_secs
+	MaxCtxBytes           int           // storage.max_ctx_bytes
 
 	MaxBatchOps   int // limits.max_batch_ops
 	MaxFrameBytes int // limits.max_frame_bytes
@@ -73,6 +74,7 @@ func defaultConfig() config {
 		Fsync:                 fsyncPolicy{Kind: "every_write"},
 		AllowInstanceRecreate: true,
 		IdempotencyTTL:        24 * time.Hour,
+		MaxCtxBytes:           cfgDefaultCtx,
 
 		MaxBatchOps:   100,
 		MaxFrameBytes: maxPayload,
@@ -96,6 +98,10 @@ const (
 	cfgMaxSegmentMB = 65536
 	cfgMaxBatchOps  = 10000
 	cfgMinFrame     = 1024
+	// An instance's ctx may grow to this by default: half the frame limit,
+	// so that it plus an event payload of up to the other half always fits
+	// in one log record. At most maxPayload: a ctx no request could carry.
+	cfgDefaultCtx = maxPayload / 2
 )
 
 // setting describes one configurable value and every way to set it. The
@@ -145,6 +151,10 @@ var settings = []setting{
 	{key: "storage.idempotency_ttl_secs", env: "RSTMDB_IDEMPOTENCY_TTL_SECS", flag: "idempotency-ttl-secs", meta: "SECS", min: 0, max: cfgMaxSecs,
 		usage: "how long an idempotency key is remembered",
 		field: func(c *config) any { return &c.IdempotencyTTL }},
+
+	{key: "storage.max_ctx_bytes", env: "RSTMDB_MAX_CTX_BYTES", flag: "max-ctx-bytes", meta: "BYTES", min: cfgMinFrame, max: maxPayload,
+		usage: "largest ctx an instance may hold (initial_ctx, or after an event's payload is merged)",
+		field: func(c *config) any { return &c.MaxCtxBytes }},
 
 	{key: "limits.max_batch_ops", env: "RSTMDB_MAX_BATCH_OPS", flag: "max-batch-ops", meta: "N", min: 1, max: cfgMaxBatchOps,
 		usage: "operations allowed in one BATCH",

@@ -159,6 +159,9 @@ func (s *server) readLSN() uint64 { return s.log.lastLSN() }
 func (s *server) commit(r *record) *rcpError {
 	r.Type = recTypeNames[r.typ]
 	s.recBuf = appendRecord(s.recBuf[:0], r)
+	if err := recordTooLarge(len(s.recBuf)); err != nil {
+		return err
+	}
 	lsn, err := s.log.append(r.typ, s.recBuf)
 	if err != nil {
 		return newError(codeWALIOError, "write-ahead log append failed: %v", err)
@@ -166,6 +169,28 @@ func (s *server) commit(r *record) *rcpError {
 	r.lsn = lsn
 	s.st.apply(r)
 	return nil
+}
+
+// recordTooLarge refuses, before it reaches the log, a write whose record
+// would not fit: the same request would fail the same way on every retry.
+func recordTooLarge(n int) *rcpError {
+	if n <= walMaxPayload {
+		return nil
+	}
+	return newError(codeBadRequest, "the write's log record would be %d bytes, over the limit of %d bytes (payload and resulting ctx together)", n, walMaxPayload).
+		with("size", n).with("limit", walMaxPayload)
+}
+
+// ctxTooLarge refuses a ctx that would grow past storage.max_ctx_bytes. A
+// ctx already over the limit (the limit was lowered) may still shrink or
+// stay, so an instance never becomes unwritable.
+func (s *server) ctxTooLarge(field, id string, ctx []byte, before int) *rcpError {
+	limit := s.cfg.MaxCtxBytes
+	if limit <= 0 || len(ctx) <= limit || len(ctx) <= before {
+		return nil
+	}
+	return badParam(field, "%s would make instance '%s' ctx %d bytes, over storage.max_ctx_bytes (%d)", field, id, len(ctx), limit).
+		with("size", len(ctx)).with("limit", limit).with("instance_id", id)
 }
 
 // paramsHash fingerprints the params of an idempotent request, so the same
@@ -341,6 +366,9 @@ func (s *server) prepCreate(p *CreateInstanceParams, now int64) (prepared, *rcpE
 	}
 	r := &record{typ: recCreateInstance, Time: now, Machine: p.Machine, Version: p.Version, InstanceID: id,
 		InitialState: mv.initial, InitialCtx: ctxMerge(nil, compactJSON(p.InitialCtx))}
+	if err := s.ctxTooLarge("initial_ctx", id, r.InitialCtx, 0); err != nil {
+		return prepared{}, err
+	}
 	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
@@ -392,6 +420,9 @@ func (s *server) prepApply(p *ApplyEventParams, now int64, r *record) (prepared,
 	}
 	*r = record{typ: recApplyEvent, Time: now, InstanceID: inst.id, Machine: inst.mv.name, Version: inst.mv.version, Event: to.event, FromState: inst.state, ToState: to.to,
 		Payload: payload, Ctx: ctxMerge(inst.ctx, payload), EventID: optStrEmpty(p.EventID)}
+	if err := s.ctxTooLarge("payload", inst.id, r.Ctx, len(inst.ctx)); err != nil {
+		return prepared{}, err
+	}
 	r.IdemKey, r.IdemHash = optStrEmpty(p.IdempotencyKey), hash
 	return prepared{rec: r}, nil
 }
@@ -577,6 +608,9 @@ func (s *server) handleBatch(c *conn, p *BatchParams) (reply, *rcpError) {
 	now := s.now()
 	lsn := s.readLSN()
 	if p.Mode == "best_effort" {
+		// Each member is its own record; the group makes them one sync.
+		s.log.hold()
+		defer s.log.release()
 		for i, raw := range p.Ops {
 			op, params, err := batchOp(raw, i)
 			var r reply
@@ -626,6 +660,11 @@ func (s *server) handleBatch(c *conn, p *BatchParams) (reply, *rcpError) {
 	if len(members) > 0 {
 		br := &record{Type: recTypeNames[recBatch], typ: recBatch, Time: now, Ops: members}
 		s.recBuf = appendRecord(s.recBuf[:0], br)
+		if err := recordTooLarge(len(s.recBuf)); err != nil {
+			s.st.rollback()
+			err.Message = "atomic batch failed, nothing was applied: " + err.Message
+			return reply{}, err
+		}
 		got, err := s.log.append(recBatch, s.recBuf)
 		if err != nil {
 			s.st.rollback()

@@ -127,8 +127,12 @@ import (
 )
 
 const (
-	walHeaderSize         = 24
-	walMaxPayload         = 16<<20 + 1<<20 // 16 MiB frames plus room for the record's own fields
+	walHeaderSize = 24
+	// walMaxPayload bounds one record: a 16 MiB frame's worth plus room for
+	// the record's own fields. The server refuses a write whose record
+	// would be larger with BAD_REQUEST before appending it, so what is
+	// logged can always be sent back in a frame (WAL_READ, watch events).
+	walMaxPayload         = 16<<20 + 1<<20
 	walDefaultSegmentSize = 64 << 20
 	walMinSegmentSize     = 1 << 10
 	walIndexStride        = 64 // one in-memory offset per this many records
@@ -230,8 +234,12 @@ type wal struct {
 	done   bool          // close finished: mappings released
 	// dirDirty is set when a rename made a segment visible; the committer
 	// fsyncs the directory before publishing anything that depends on it.
-	dirDirty    bool
-	sinceKick   int // appends since the last kick (every_n)
+	dirDirty  bool
+	sinceKick int // appends since the last kick (every_n)
+	// holds counts open groups (hold/release): commit waits on holdDone
+	// until none is open, so a group's records share one sync.
+	holds       int
+	holdDone    *sync.Cond
 	notify      chan struct{}
 	notifyTaken bool
 	buf         []byte
@@ -358,6 +366,7 @@ func openWAL(dir string, opts walOptions) (*wal, error) {
 		quit:        make(chan struct{}),
 		loopDone:    make(chan struct{}),
 	}
+	w.holdDone = sync.NewCond(&w.mu)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, walIOErr("create directory", err)
 	}
@@ -550,6 +559,9 @@ func (w *wal) commit() error {
 	w.syncMu.Lock()
 	defer w.syncMu.Unlock()
 	w.mu.Lock()
+	for w.holds > 0 {
+		w.holdDone.Wait()
+	}
 	if w.err != nil {
 		err := w.err
 		w.mu.Unlock()
@@ -670,6 +682,25 @@ func (w *wal) commit() error {
 		w.publishLocked(target)
 	}
 	return nil
+}
+
+// hold opens a group of appends that must reach the disk together: no
+// commit starts until release, so a BATCH costs one sync, whatever the
+// committer was doing when it began. A group lasts microseconds (appends
+// under the state lock); it must never wait for durability.
+func (w *wal) hold() {
+	w.mu.Lock()
+	w.holds++
+	w.mu.Unlock()
+}
+
+// release closes a group opened by hold and lets the committer run.
+func (w *wal) release() {
+	w.mu.Lock()
+	if w.holds--; w.holds == 0 {
+		w.holdDone.Broadcast()
+	}
+	w.mu.Unlock()
 }
 
 // sync forces a sync of everything appended so far.
