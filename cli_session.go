@@ -228,6 +228,26 @@ func (cc *cliConn) call(op string, params any, onResult func(json.RawMessage)) (
 	return m, nil
 }
 
+// lost says why the connection ended, once the reader has stopped: the
+// connection-level error the server sent last before closing, if any, else
+// the read error.
+func (cc *cliConn) lost() error {
+	var last *rcpError
+	for {
+		select {
+		case m := <-cc.resp:
+			if e := m.connErr(); e != nil {
+				last = e
+			}
+		default:
+			if last != nil {
+				return last
+			}
+			return fmt.Errorf("connection lost: %v", cc.err)
+		}
+	}
+}
+
 func (cc *cliConn) close() {
 	cc.stop()
 	cc.c.close()

@@ -685,3 +685,42 @@ func TestCLIServerFull(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestCLIWatchConnectionError: a connection-level error frame (empty id)
+// that ends a running watch is printed as the reason it ended.
+func TestCLIWatchConnectionError(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		if _, err := newFrameReader(nc).next(); err != nil { // the WATCH_ALL request, id "1"
+			return
+		}
+		ok := `{"type":"response","id":"1","status":"ok","result":{"subscription_id":"sub-1"}}`
+		nc.Write(appendFrame(nil, modeBinary, []byte(ok)))
+		e := newError(codeRateLimited, "frame budget exhausted")
+		nc.Write(appendFrame(nil, modeBinary, appendErrorPayload(nil, nil, e)))
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	env := &cliEnv{ctx: ctx, stdin: strings.NewReader(""), stdout: &stdout, stderr: &stderr,
+		getenv: func(k string) string {
+			if k == "RSTMDB_ADDR" {
+				return ln.Addr().String()
+			}
+			return ""
+		}}
+	code := cliRun(env, []string{"watch-all"})
+	want := "watching all instances (subscription sub-1); interrupt to stop\nRATE_LIMITED: frame budget exhausted\n"
+	if diff := cmp.Diff([]any{1, "", want}, []any{code, stdout.String(), stderr.String()}); diff != "" {
+		t.Errorf("exit status, stdout, stderr differ (-want +got):\n%s", diff)
+	}
+}

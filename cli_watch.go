@@ -41,7 +41,7 @@ func (x *cliCmd) watch(op string, params map[string]any, what string) error {
 		if x.sess.env.ctx.Err() != nil {
 			return nil
 		}
-		return fmt.Errorf("connection lost: %v", c.err)
+		return c.lost()
 	}
 }
 
