@@ -16,6 +16,11 @@ type req struct {
 	Spec   *machineSpec   `json:"spec,omitempty"`    // PUT_MACHINE: the definition
 	RawEnv string         `json:"raw_env,omitempty"` // an invalid envelope, sent as is
 	WantID *string        `json:"want_id,omitempty"` // RawEnv: the id the error must carry
+	// UNWATCH: which subscription, as the ordinal of a successful
+	// WATCH_INSTANCE in the run (ids are the server's, so a replay cannot
+	// carry them); -1 or an ordinal the run does not reach is an id no
+	// connection holds.
+	Sub *int `json:"sub,omitempty"`
 }
 
 // step is one unit of the run.
@@ -32,9 +37,9 @@ type watchModel struct {
 	id       string // subscription id
 	instance string // resolved instance id
 	loose    bool   // the instance was deleted: later events are not checked
-	want     []*msg // expected events (instance, event, to_state, wal_offset)
-	got      []*msg // events received
-	seen     int    // events already verified
+	removed  bool   // UNWATCH removed it: no events beyond want, which may stop short
+	want     []*msg // expected events (instance, event, to_state, wal_offset) not yet verified
+	got      []*msg // events received, not yet verified
 }
 
 type fuzzer struct {
@@ -44,14 +49,18 @@ type fuzzer struct {
 	conns     []*conn
 	m         *model
 	features  []string
-	watches   []*watchModel
+	watches   []*watchModel  // held, or removed since the last checkpoint
+	all       []*watchModel  // every successful WATCH, by ordinal (req.Sub)
+	retired   map[string]int // removed and checked: subscription id -> connection
+	subCount  []int          // subscriptions each connection holds
+	maxSubs   int            // INFO max_subscriptions_per_connection; 0: unknown, no limit expected
 	stats     stats
 	step      int
 	lastConn  int
 }
 
 func newFuzzer(addr string, n int, exclusive bool, prefix string) (*fuzzer, error) {
-	f := &fuzzer{addr: addr, prefix: prefix, exclusive: exclusive, m: newModel()}
+	f := &fuzzer{addr: addr, prefix: prefix, exclusive: exclusive, m: newModel(), retired: map[string]int{}, subCount: make([]int, n)}
 	for i := 0; i < n; i++ {
 		c, err := dial(addr)
 		if err != nil {
@@ -79,7 +88,37 @@ func newFuzzer(addr string, n int, exclusive bool, prefix string) (*fuzzer, erro
 		f.close()
 		return nil, err
 	}
+	if err := f.readLimits(); err != nil {
+		f.close()
+		return nil, err
+	}
 	return f, nil
+}
+
+// readLimits takes the limits the model must respect from INFO. A server
+// that does not advertise max_subscriptions_per_connection is expected to
+// have no such limit.
+func (f *fuzzer) readLimits() error {
+	r, err := f.call(f.conns[0], "INFO", nil)
+	if err != nil {
+		return err
+	}
+	if r.Status != "ok" {
+		return nil // no INFO: nothing advertised
+	}
+	var info struct {
+		MaxSubs *int `json:"max_subscriptions_per_connection"`
+	}
+	if err := json.Unmarshal(r.Result, &info); err != nil {
+		return fmt.Errorf("INFO: %v: %s", err, r.raw)
+	}
+	if info.MaxSubs != nil {
+		if *info.MaxSubs < 1 {
+			return fmt.Errorf("INFO: max_subscriptions_per_connection %d: %s", *info.MaxSubs, r.raw)
+		}
+		f.maxSubs = *info.MaxSubs
+	}
+	return nil
 }
 
 func (f *fuzzer) has(feature string) bool { return slices.Contains(f.features, feature) }
@@ -148,7 +187,27 @@ func (f *fuzzer) resolvedParams(r req) map[string]any {
 	if r.Spec != nil {
 		p["_spec"] = r.Spec
 	}
+	if r.Sub != nil {
+		p["subscription_id"] = f.subID(*r.Sub)
+	}
 	return p
+}
+
+// subWatch is the subscription a req.Sub ordinal names, or nil.
+func (f *fuzzer) subWatch(ord int) *watchModel {
+	if ord < 0 || ord >= len(f.all) {
+		return nil
+	}
+	return f.all[ord]
+}
+
+// subID is the subscription id a req.Sub ordinal names: a well-formed id
+// no connection holds when the ordinal names none.
+func (f *fuzzer) subID(ord int) string {
+	if w := f.subWatch(ord); w != nil {
+		return w.id
+	}
+	return "sub-00000000-0000-4000-8000-00000000f022"
 }
 
 func (f *fuzzer) diverge(format string, args ...any) *divergence {
@@ -156,13 +215,18 @@ func (f *fuzzer) diverge(format string, args ...any) *divergence {
 }
 
 // wireParams is what goes on the wire for r.
-func wireParams(r req) map[string]any {
+func (f *fuzzer) wireParams(r req) map[string]any {
 	p := maps.Clone(r.Params)
-	if r.Spec != nil {
+	if r.Spec != nil || r.Sub != nil {
 		if p == nil {
 			p = map[string]any{}
 		}
+	}
+	if r.Spec != nil {
 		p["definition"] = r.Spec.definition()
+	}
+	if r.Sub != nil {
+		p["subscription_id"] = f.subID(*r.Sub)
 	}
 	return p
 }
@@ -220,7 +284,7 @@ func (f *fuzzer) do(i int, st step) *divergence {
 			c.nc.Write(encodeFrame([]byte(f.resolve(r.RawEnv))))
 			continue
 		}
-		id, err := f.send(c, r.Op, wireParams(r))
+		id, err := f.send(c, r.Op, f.wireParams(r))
 		if err != nil {
 			return f.diverge("connection %d: send %s: %v (is the server alive?)", st.Conn, r.Op, err)
 		}
@@ -303,6 +367,9 @@ func (f *fuzzer) check(r req, resp *msg) *divergence {
 	}
 	if r.Op == "WATCH_INSTANCE" {
 		return f.checkWatch(p, resp)
+	}
+	if r.Op == "UNWATCH" {
+		return f.checkUnwatch(r, p, resp)
 	}
 	o := f.m.predict(r.Op, p)
 	return f.checkOutcome(r.Op, p, o, resp.Status, resp.Error, resp.Result, resp.Meta, -1)
@@ -526,23 +593,87 @@ func (f *fuzzer) doHostile(st step) *divergence {
 	return nil
 }
 
-// checkWatch registers a subscription (rcp.md §9).
+// checkWatch registers a subscription (rcp.md §9). A connection holding
+// max_subscriptions_per_connection subscriptions gets BAD_REQUEST, and
+// only then.
 func (f *fuzzer) checkWatch(p map[string]any, resp *msg) *divergence {
 	id, _ := str(p, "instance_id")
+	conn := f.curConn(resp)
+	atLimit := f.maxSubs > 0 && f.subCount[conn] >= f.maxSubs
 	if f.m.insts[id] == nil {
-		if resp.Status != "error" || resp.Error.Code != "INSTANCE_NOT_FOUND" {
-			return f.diverge("WATCH_INSTANCE of unknown %s: want INSTANCE_NOT_FOUND, got %s", id, resp.raw)
+		codes := []string{"INSTANCE_NOT_FOUND"}
+		if atLimit {
+			codes = append(codes, "BAD_REQUEST") // rcp.md does not order the checks
 		}
+		if resp.Status != "error" || !slices.Contains(codes, resp.Error.Code) {
+			return f.diverge("WATCH_INSTANCE of unknown %s (connection %d holds %d subscriptions, limit %s): want %s, got %s",
+				id, conn, f.subCount[conn], f.limitText(), codeList(codes), resp.raw)
+		}
+		f.stats.errors++
+		return nil
+	}
+	if atLimit {
+		if resp.Status != "error" || resp.Error.Code != "BAD_REQUEST" {
+			return f.diverge("WATCH_INSTANCE %s: connection %d holds %d subscriptions, the limit: want BAD_REQUEST, got %s",
+				id, conn, f.subCount[conn], resp.raw)
+		}
+		f.stats.errors++
+		f.stats.atLimit++
 		return nil
 	}
 	var w struct {
 		Sub string `json:"subscription_id"`
 	}
 	if resp.Status != "ok" || json.Unmarshal(resp.Result, &w) != nil || w.Sub == "" {
-		return f.diverge("WATCH_INSTANCE %s: want a subscription_id, got %s", id, resp.raw)
+		return f.diverge("WATCH_INSTANCE %s (connection %d holds %d subscriptions, limit %s): want a subscription_id, got %s",
+			id, conn, f.subCount[conn], f.limitText(), resp.raw)
 	}
-	f.watches = append(f.watches, &watchModel{conn: f.curConn(resp), id: w.Sub, instance: id})
+	f.stats.ok++
+	wm := &watchModel{conn: conn, id: w.Sub, instance: id}
+	f.watches = append(f.watches, wm)
+	f.all = append(f.all, wm)
+	f.subCount[conn]++
 	return nil
+}
+
+func (f *fuzzer) limitText() string {
+	if f.maxSubs == 0 {
+		return "none advertised"
+	}
+	return fmt.Sprint(f.maxSubs)
+}
+
+// checkUnwatch follows rcp.md §9: removed is true only for a subscription
+// this connection holds; any other id (unknown, already removed, another
+// connection's) is removed:false and changes nothing.
+func (f *fuzzer) checkUnwatch(r req, p map[string]any, resp *msg) *divergence {
+	sub, _ := str(p, "subscription_id")
+	conn := f.curConn(resp)
+	w := f.subWatch(*r.Sub)
+	held := w != nil && !w.removed && w.conn == conn
+	if resp.Status != "ok" {
+		return f.diverge("UNWATCH %s: want success, got %s", sub, resp.raw)
+	}
+	if err := matchSubset(map[string]any{"subscription_id": sub, "removed": held}, resp.Result); err != nil {
+		return f.diverge("UNWATCH %s on connection %d (%s): %v (result %s)", sub, conn, f.subWhere(w), err, resp.Result)
+	}
+	f.stats.ok++
+	if held {
+		w.removed = true
+		f.subCount[conn]--
+		f.stats.unwatches++
+	}
+	return nil
+}
+
+func (f *fuzzer) subWhere(w *watchModel) string {
+	switch {
+	case w == nil:
+		return "an id no connection holds"
+	case w.removed:
+		return "already removed"
+	}
+	return fmt.Sprintf("held by connection %d", w.conn)
 }
 
 // curConn finds the connection a response came on (the one of the
@@ -558,14 +689,16 @@ func (f *fuzzer) noteEvent(p map[string]any, result json.RawMessage, lsn uint64)
 	}
 	json.Unmarshal(result, &r)
 	for _, w := range f.watches {
-		if w.instance == id && !w.loose {
+		if w.instance == id && !w.loose && !w.removed {
 			w.want = append(w.want, &msg{InstanceID: id, Event: ev, ToState: r.To, WalOffset: lsn, SubscriptionID: w.id})
 		}
 	}
 }
 
 // checkpoint: every connection answers PING, and every watcher got
-// exactly the events it should have, in WAL order.
+// exactly the events it should have, in WAL order. Verified events are
+// dropped, and subscriptions removed since the last checkpoint are checked
+// once more and retired.
 func (f *fuzzer) checkpoint(i int) *divergence {
 	f.step = i
 	if d := f.do(i, step{Kind: "ping"}); d != nil {
@@ -579,7 +712,13 @@ func (f *fuzzer) checkpoint(i int) *divergence {
 		for _, e := range c.events {
 			w := byID[e.SubscriptionID]
 			if w == nil {
+				if k, ok := f.retired[e.SubscriptionID]; ok && f.conns[k] == c {
+					continue // removed earlier; a late event is not checked
+				}
 				return f.diverge("event for a subscription this connection does not hold: %s", e.raw)
+			}
+			if f.conns[w.conn] != c {
+				return f.diverge("event for connection %d's subscription on another connection: %s", w.conn, e.raw)
 			}
 			w.got = append(w.got, e)
 		}
@@ -593,7 +732,8 @@ func (f *fuzzer) checkpoint(i int) *divergence {
 			if d := sortEvents(c); d != nil {
 				return d
 			}
-			if len(w.got) >= len(w.want) || time.Now().After(deadline) {
+			// A removed subscription may stop short: wait for nothing.
+			if w.removed || len(w.got) >= len(w.want) || time.Now().After(deadline) {
 				break
 			}
 			if m, err := c.read(100 * time.Millisecond); err == nil {
@@ -603,18 +743,40 @@ func (f *fuzzer) checkpoint(i int) *divergence {
 				c.events = append(c.events, m)
 			}
 		}
-		if len(w.got) < len(w.want) || (!w.loose && len(w.got) != len(w.want)) {
-			return f.diverge("subscription %s on %s: got %d events, want %d", w.id, w.instance, len(w.got), len(w.want))
+		n := len(w.want)
+		switch {
+		case w.removed && !w.loose && len(w.got) > n:
+			return f.diverge("subscription %s on %s: got %d events, want at most %d (it was removed by UNWATCH)", w.id, w.instance, len(w.got), n)
+		case w.removed:
+			n = min(n, len(w.got))
+		case len(w.got) < n || (!w.loose && len(w.got) != n):
+			return f.diverge("subscription %s on %s: got %d events, want %d", w.id, w.instance, len(w.got), n)
 		}
-		for k := w.seen; k < len(w.want); k++ {
+		for k := 0; k < n; k++ {
 			g, want := w.got[k], w.want[k]
 			if g.InstanceID != want.InstanceID || g.Event != want.Event || g.ToState != want.ToState || g.WalOffset != want.WalOffset {
 				return f.diverge("subscription %s: event %d is %s, want instance %s event %s to %s at offset %d",
 					w.id, k, g.raw, want.InstanceID, want.Event, want.ToState, want.WalOffset)
 			}
 		}
-		f.stats.events += len(w.want) - w.seen
-		w.seen = len(w.want)
+		f.stats.events += n
+		w.want = nil
+		if w.loose {
+			w.got = nil // events of an instance created again under the id: not modelled
+		} else {
+			w.got = w.got[n:]
+		}
 	}
+	kept := f.watches[:0]
+	for _, w := range f.watches {
+		if w.removed {
+			f.retired[w.id] = w.conn
+			w.got = nil
+			continue
+		}
+		kept = append(kept, w)
+	}
+	clear(f.watches[len(kept):])
+	f.watches = kept
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 type gen struct {
 	rng     *rand.Rand
 	nconns  int
+	conn    int   // the connection of the step being drawn
 	retries []req // keyed requests that succeeded, for idempotent retries
 	pending []req // keyed requests of the last step
 	keyN    int
@@ -42,6 +43,7 @@ func (g *gen) next(f *fuzzer) step {
 		n = 2 + g.rng.Intn(7) // a pipelined burst
 	}
 	st := step{Kind: "req", Conn: conn}
+	g.conn = conn
 	for k := 0; k < n; k++ {
 		st.Reqs = append(st.Reqs, g.request(f))
 	}
@@ -229,10 +231,33 @@ func (g *gen) request(f *fuzzer) req {
 	case r < 91 && f.has("watch"):
 		id, _ := g.existing(f)
 		return req{Op: "WATCH_INSTANCE", Params: map[string]any{"instance_id": id}}
-	case r < 96:
+	case r < 93 && f.has("watch"):
+		return g.unwatch(f)
+	case r < 98:
 		return g.badEnvelope()
 	}
 	return req{Op: "PING"}
+}
+
+// unwatch removes a subscription, mostly one this connection holds; less
+// often one already removed, another connection's, or an id nobody holds.
+// Fewer UNWATCHes than WATCHes: a connection's subscriptions grow to the
+// server's limit and then hover around it.
+func (g *gen) unwatch(f *fuzzer) req {
+	var mine []int
+	for ord, w := range f.all {
+		if !w.removed && w.conn == g.conn {
+			mine = append(mine, ord)
+		}
+	}
+	ord := -1
+	switch x := g.rng.Intn(10); {
+	case x < 8 && len(mine) > 0:
+		ord = mine[g.rng.Intn(len(mine))]
+	case x < 9 && len(f.all) > 0:
+		ord = g.rng.Intn(len(f.all)) // any: held here or elsewhere, or removed
+	}
+	return req{Op: "UNWATCH", Sub: &ord}
 }
 
 // keyed adds an idempotency key to a third of the requests.

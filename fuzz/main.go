@@ -9,8 +9,11 @@
 // best-effort batches, idempotent retries (same and changed params),
 // expected_state / expected_wal_offset conflicts, pipelined bursts,
 // invalid envelopes, hostile frames on throw-away connections, and watches
-// when the server advertises them — and predicts every answer from its own
-// model of what the server must hold. It stops at the first divergence
+// and unwatches when the server advertises them — and predicts every answer
+// from its own model of what the server must hold. Limits come from INFO:
+// a connection holding max_subscriptions_per_connection subscriptions must
+// get BAD_REQUEST for another WATCH, and only then (a server that does not
+// advertise the limit is expected to have none). It stops at the first divergence
 // and prints the seed and a minimal replay (JSON lines, one step each; names
 // are written with the placeholder %P%, which a replay replaces by a fresh
 // prefix). It also checks that the server stays up and answers PING on
@@ -91,8 +94,8 @@ func main() {
 		div = f.checkpoint(len(steps))
 	}
 	f.close()
-	fmt.Printf("seed %d: %d steps, %d requests (%d ok, %d errors as predicted), %d hostile frames, %d pipelined bursts, %d batches, %d idempotent retries, %d watch events; features %v\n",
-		*seed, len(steps), f.stats.requests, f.stats.ok, f.stats.errors, f.stats.hostile, f.stats.bursts, f.stats.batches, f.stats.retries, f.stats.events, f.features)
+	fmt.Printf("seed %d: %d steps, %d requests (%d ok, %d errors as predicted), %d hostile frames, %d pipelined bursts, %d batches, %d idempotent retries, %d watch events, %d unwatches, %d watches refused at the subscription limit (%s); features %v\n",
+		*seed, len(steps), f.stats.requests, f.stats.ok, f.stats.errors, f.stats.hostile, f.stats.bursts, f.stats.batches, f.stats.retries, f.stats.events, f.stats.unwatches, f.stats.atLimit, f.limitText(), f.features)
 	if div == nil {
 		fmt.Println("no divergence")
 		return
@@ -188,6 +191,7 @@ type divergence struct {
 
 type stats struct {
 	requests, ok, errors, hostile, bursts, batches, retries, events int
+	unwatches, atLimit                                              int // subscriptions removed; WATCHes refused at the limit
 }
 
 var errClosed = errors.New("connection closed")
