@@ -55,6 +55,7 @@ type config struct {
 	CompactSizeMB      int64         // WAL bytes
 	CompactMinInterval time.Duration // between automatic compactions
 	compactTick        time.Duration // how often the thresholds are checked; not configurable
+	idemPruneTick      time.Duration // how often expired idempotency keys are dropped; not configurable
 
 	MetricsEnabled bool   // metrics.enabled
 	MetricsBind    string // metrics.bind_addr
@@ -84,6 +85,7 @@ func defaultConfig() config {
 		CompactSizeMB:      100,
 		CompactMinInterval: 60 * time.Second,
 		compactTick:        time.Second,
+		idemPruneTick:      time.Minute,
 
 		MetricsBind: "0.0.0.0:9090",
 
@@ -824,6 +826,9 @@ func (c config) validate() error {
 		if err := checkReadable(c.TLSClientCAPath); err != nil {
 			return bad("tls.client_ca_path", "%v", err)
 		}
+	}
+	if c.idemPruneTick <= 0 {
+		return bad("storage.idempotency_ttl_secs", "internal prune interval must be positive")
 	}
 	if c.compactTick <= 0 {
 		return bad("compaction", "internal check interval must be positive")

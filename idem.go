@@ -9,7 +9,10 @@ package main
 // scan. The keys are now a cowMap (cowmap.go), which snapshots share, and
 // the expiry scan takes the lock one shard at a time.
 
-import "hash/maphash"
+import (
+	"hash/maphash"
+	"time"
+)
 
 // idemKey scopes an idempotency key to the operation it was used with.
 type idemKey struct {
@@ -42,5 +45,21 @@ func (st *state) pruneIdem(now int64) {
 		st.mu.Lock()
 		st.idem.pruneShard(i, expired)
 		st.mu.Unlock()
+	}
+}
+
+// idemPruneLoop forgets expired idempotency keys on its own schedule, so
+// that they do not pile up when compaction is off or rare (compaction
+// prunes too, to keep them out of its snapshot).
+func (s *server) idemPruneLoop(stop <-chan struct{}, every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		s.st.pruneIdem(s.now())
 	}
 }

@@ -134,11 +134,17 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	}
 	s.compactedAt.Store(snapLSN)
 	s.lastCompact.Store(s.now())
+	s.st.pruneIdem(s.now()) // replay brings back keys that have expired since
 	s.stop = make(chan struct{})
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.autoCompact(s.stop, cfg.compactTick)
+	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.idemPruneLoop(s.stop, cfg.idemPruneTick)
 	}()
 	logger.Info("recovered", "snapshot", snapPath, "snapshot_lsn", snapLSN, "records_replayed", n,
 		"machines", len(s.st.machines), "instances", len(s.st.instances), "last_lsn", w.lastLSN(), "elapsed", time.Since(start))

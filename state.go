@@ -257,14 +257,19 @@ func (s *state) setSlot(i int, in *instance) {
 
 // putInstance stores a new instance or the new version of one.
 func (s *state) putInstance(in *instance) {
+	added := false
 	if cur := s.instances[in.id]; cur != nil {
 		in.slot = cur.slot
 	} else {
 		in.slot = s.slots.len()
-		s.listAdded = append(s.listAdded, in.id)
+		added = true
 	}
 	s.setSlot(in.slot, in)
 	s.instances[in.id] = in
+	if added {
+		s.listAdded = append(s.listAdded, in.id)
+		s.trimListAdded()
+	}
 }
 
 // removeInstance deletes an instance, moving the last slot into its place.
@@ -328,6 +333,25 @@ func (s *state) idemLookup(typ uint8, key string, now int64) *idemEntry {
 		return nil
 	}
 	return e
+}
+
+// trimListAdded keeps listAdded bounded when nothing lists: once it holds
+// twice as many ids as there are instances (and more than a few), the ids
+// of deleted instances are dropped. That leaves at most one entry per live
+// instance, so the next trim is as far away again: O(1) per create,
+// amortized. Caller holds mu (write).
+func (s *state) trimListAdded() {
+	if len(s.listAdded) <= 2*max(len(s.instances), 512) {
+		return
+	}
+	kept := s.listAdded[:0]
+	for _, id := range s.listAdded {
+		if s.instances[id] != nil {
+			kept = append(kept, id)
+		}
+	}
+	clear(s.listAdded[len(kept):])
+	s.listAdded = kept
 }
 
 // sortedIDs returns every instance id in byte order. Caller holds mu

@@ -115,3 +115,57 @@ func TestListResultMatchesMarshal(t *testing.T) {
 		}
 	}
 }
+
+// The id index behind LIST_INSTANCES stays bounded when nothing lists:
+// 5,000 create+delete pairs used to leave 5,000 ids behind with no
+// instance at all.
+func TestListIndexBounded(t *testing.T) {
+	st := newState(1000)
+	mv, _ := compileMachine("m", 1, []byte(`{"states":["s"],"initial":"s","transitions":[]}`))
+	st.apply(&record{typ: recPutMachine, lsn: 1, Machine: "m", Version: 1, Def: mv.def, mv: mv})
+	lsn := uint64(1)
+	for i := range 5000 {
+		id := "i" + strconv.Itoa(i)
+		lsn++
+		st.apply(&record{typ: recCreateInstance, lsn: lsn, Machine: "m", Version: 1, InstanceID: id, InitialState: "s"})
+		lsn++
+		st.apply(&record{typ: recDeleteInstance, lsn: lsn, InstanceID: id})
+	}
+	if n := len(st.listAdded); n > 2*512+1 {
+		t.Errorf("after 5,000 create+delete pairs and no list, the id index holds %d ids for %d instances", n, len(st.instances))
+	}
+	st.apply(&record{typ: recCreateInstance, lsn: lsn + 1, Machine: "m", Version: 1, InstanceID: "kept", InitialState: "s"})
+	if diff := cmp.Diff([]string{"kept"}, st.sortedIDs()); diff != "" {
+		t.Errorf("sortedIDs (-want +got):\n%s", diff)
+	}
+}
+
+// Expired idempotency keys are forgotten on their own schedule, not only
+// by compaction: with compaction off they used to stay for ever.
+func TestIdemKeysPrunedWithoutCompaction(t *testing.T) {
+	ts := startServer(t, func(c *config) {
+		c.CompactEnabled = false
+		c.IdempotencyTTL = time.Second
+		c.idemPruneTick = 20 * time.Millisecond
+	})
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	for i := range 50 {
+		mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"k`+strconv.Itoa(i)+`","idempotency_key":"key-`+strconv.Itoa(i)+`"}`)
+	}
+	keys := func() int {
+		ts.srv.st.mu.RLock()
+		defer ts.srv.st.mu.RUnlock()
+		return ts.srv.st.idem.len()
+	}
+	if n := keys(); n != 50 {
+		t.Fatalf("%d keys remembered, want 50", n)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for keys() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d expired keys still remembered with compaction off", keys())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
