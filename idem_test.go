@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"testing"
 )
@@ -75,5 +76,79 @@ func TestIdemTableViews(t *testing.T) {
 	tab.each(func(idemKey, *idemEntry) bool { counted++; return true })
 	if tab.len() != want || counted != want {
 		t.Fatalf("table len %d, each %d, want %d", tab.len(), counted, want)
+	}
+}
+
+// The idempotency fingerprint covers every param that changes what a write
+// does: reusing a key with another expected_wal_offset or event_id is a
+// CONFLICT, never the earlier result.
+func TestIdemFingerprintCoversEveryParam(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"f"}`) // lsn 2
+	for _, name := range []string{"expected_wal_offset", "event_id"} {
+		var cur struct {
+			Off uint64 `json:"last_wal_offset"`
+		}
+		mustUnmarshal(t, mustOK(t, c, "GET_INSTANCE", `{"instance_id":"f"}`), &cur)
+		key := "fp-" + name
+		extra := func(n uint64) string {
+			if name == "event_id" {
+				return fmt.Sprintf(`"event_id":"e-%d"`, n)
+			}
+			return fmt.Sprintf(`"expected_wal_offset":%d`, n)
+		}
+		first := fmt.Sprintf(`{"instance_id":"f","event":"INC","idempotency_key":%q,%s}`, key, extra(cur.Off))
+		mustOK(t, c, "APPLY_EVENT", first)
+		second := fmt.Sprintf(`{"instance_id":"f","event":"INC","idempotency_key":%q,%s}`, key, extra(cur.Off+1))
+		if m := call(t, c, "APPLY_EVENT", second); m.Error == nil || m.Error.Code != codeConflict {
+			t.Errorf("the same key with another %s: %s, want CONFLICT", name, m.Raw)
+		}
+		// The identical retry still gets the first result.
+		if m := call(t, c, "APPLY_EVENT", first); m.Status != "ok" {
+			t.Errorf("%s: identical retry: %s", name, m.Raw)
+		}
+	}
+}
+
+// An atomic batch that fails leaves the idempotency keys as they were: a
+// key used by a member that was rolled back is free again, and its
+// request, sent again, really runs.
+func TestAtomicBatchRollbackRestoresIdemKeys(t *testing.T) {
+	ts := startServer(t, nil)
+	c := ts.dial()
+	mustOK(t, c, "PUT_MACHINE", ctrMachine)
+	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"x","idempotency_key":"old"}`)
+	create := `{"machine":"ctr","version":1,"instance_id":"y","idempotency_key":"new"}`
+	m := call(t, c, "BATCH", `{"mode":"atomic","ops":[
+		{"op":"CREATE_INSTANCE","params":`+create+`},
+		{"op":"APPLY_EVENT","params":{"instance_id":"x","event":"INC","idempotency_key":"old-apply"}},
+		{"op":"APPLY_EVENT","params":{"instance_id":"missing","event":"INC"}}]}`)
+	if m.Error == nil || m.Error.Code != codeInstanceNotFound {
+		t.Fatalf("batch: %s, want INSTANCE_NOT_FOUND", m.Raw)
+	}
+	ts.srv.st.mu.RLock()
+	for _, k := range []idemKey{{recCreateInstance, "new"}, {recApplyEvent, "old-apply"}} {
+		if e := ts.srv.st.idem.get(k); e != nil {
+			t.Errorf("key %q of a rolled-back member is still remembered: %+v", k.key, e)
+		}
+	}
+	ts.srv.st.mu.RUnlock()
+	res := mustOK(t, c, "CREATE_INSTANCE", create)
+	var got struct {
+		Off uint64 `json:"wal_offset"`
+	}
+	mustUnmarshal(t, res, &got)
+	if got.Off != 3 {
+		t.Errorf("the create after the rollback got wal_offset %d, want 3 (a new record): %s", got.Off, res)
+	}
+	mustOK(t, c, "GET_INSTANCE", `{"instance_id":"y"}`)
+}
+
+func mustUnmarshal(t *testing.T, b []byte, v any) {
+	t.Helper()
+	if err := json.Unmarshal(b, v); err != nil {
+		t.Fatalf("%s: %v", b, err)
 	}
 }
