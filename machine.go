@@ -45,6 +45,15 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 	if err := json.Unmarshal(raw, &top); err != nil {
 		return nil, bad("definition", "definition is not valid JSON: %v", err)
 	}
+	for _, f := range []string{"states", "initial", "transitions"} {
+		if v, ok := top[f]; !ok || isJSONNull(v) {
+			what := ""
+			if f == "transitions" {
+				what = " (it may be an empty list)"
+			}
+			return nil, bad("definition."+f, "missing required field '%s'%s", f, what)
+		}
+	}
 	var states []string
 	if err := json.Unmarshal(orNull(top["states"]), &states); err != nil || states == nil {
 		return nil, bad("definition.states", "'states' must be an array of strings")
@@ -71,10 +80,8 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 	mv.initial = mv.states[initial]
 
 	var rawTrans []json.RawMessage
-	if t, ok := top["transitions"]; ok && !isJSONNull(t) {
-		if err := json.Unmarshal(t, &rawTrans); err != nil {
-			return nil, bad("definition.transitions", "'transitions' must be an array")
-		}
+	if err := json.Unmarshal(top["transitions"], &rawTrans); err != nil {
+		return nil, bad("definition.transitions", "'transitions' must be an array")
 	}
 	canon := make([]byte, 0, len(raw)+32)
 	canon = append(canon, `{"states":[`...)
