@@ -683,8 +683,14 @@ func (s *server) handleBatch(c *conn, p *BatchParams) (reply, *rcpError) {
 
 // ---- storage ----
 
-// walReadBudget keeps a WAL_READ response well under the frame limit.
-const walReadBudget = maxPayload - 64<<10
+// A WAL_READ page is cut short at walReadMaxRecords records, or before its
+// rendered entries pass walReadBudget (well under the frame limit),
+// whichever comes first; any larger limit is accepted, since clients such
+// as the official console ask for 10,000 at once.
+const (
+	walReadMaxRecords = 10000
+	walReadBudget     = maxPayload - 64<<10
+)
 
 func (s *server) handleWalRead(c *conn, p *WalReadParams) (reply, *rcpError) {
 	type rec struct {
@@ -693,12 +699,13 @@ func (s *server) handleWalRead(c *conn, p *WalReadParams) (reply, *rcpError) {
 		Sequence uint64          `json:"sequence"`
 	}
 	from := max(p.FromOffset, 1)
-	recs := make([]rec, 0, min(int(p.Limit), 128))
+	limit := min(int(p.Limit), walReadMaxRecords)
+	recs := make([]rec, 0, min(limit, 128))
 	size := 0
 	next := p.FromOffset
 	var decodeErr error
 	err := s.log.read(from, func(r walRecord) bool {
-		if len(recs) >= int(p.Limit) || size+len(r.Payload)+64 > walReadBudget {
+		if len(recs) >= limit || size+len(r.Payload)+64 > walReadBudget {
 			return false
 		}
 		dr, err := decodeRecord(r.Type, r.Payload)
@@ -706,8 +713,15 @@ func (s *server) handleWalRead(c *conn, p *WalReadParams) (reply, *rcpError) {
 			decodeErr = fmt.Errorf("record %d: %v", r.LSN, err)
 			return false
 		}
-		recs = append(recs, rec{encMarshal(dr), r.LSN, r.LSN})
-		size += len(r.Payload) + 64
+		entry := encMarshal(dr)
+		// The rendered entry can outgrow the record (escaped strings);
+		// the first record always goes, so a page is never empty.
+		n := len(entry) + 64
+		if len(recs) > 0 && size+n > walReadBudget {
+			return false
+		}
+		size += n
+		recs = append(recs, rec{entry, r.LSN, r.LSN})
 		next = r.LSN + 1
 		return true
 	})

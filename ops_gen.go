@@ -77,7 +77,7 @@ var opTable = [numOps + 1]opDesc{
 	opPutMachine:       {name: "PUT_MACHINE", flags: flagWrite, doc: "Registers a machine version; identical re-put is created:false."},
 	opSnapshotInstance: {name: "SNAPSHOT_INSTANCE", flags: flagRead, doc: "Writes one instance's current state to a file under snapshots/."},
 	opUnwatch:          {name: "UNWATCH", flags: flagRead, doc: "Ends one of this connection's subscriptions."},
-	opWalRead:          {name: "WAL_READ", flags: flagRead, doc: "Reads log records from an offset."},
+	opWalRead:          {name: "WAL_READ", flags: flagRead, doc: "Reads log records from an offset. Any limit is accepted; a page is cut short at 10,000 records or at the frame limit, and next_offset says where to continue."},
 	opWalStats:         {name: "WAL_STATS", flags: flagRead, doc: "Log entry count, segments, size and I/O counters."},
 	opWatchAll:         {name: "WATCH_ALL", flags: flagRead | flagStreaming, doc: "Subscribes to events matching machine, event and state filters."},
 	opWatchInstance:    {name: "WATCH_INSTANCE", flags: flagRead | flagStreaming, doc: "Subscribes to one instance's events, optionally replaying from an offset."},
@@ -1007,7 +1007,7 @@ func decodeUnwatchParamsWith(raw []byte, p *UnwatchParams, trusted bool) *rcpErr
 // WalReadParams are the params of WAL_READ.
 type WalReadParams struct {
 	FromOffset uint64 // from_offset required
-	Limit      uint32 // limit default=100 max=1000
+	Limit      uint32 // limit default=100 min=1
 }
 
 // decodeWalReadParams decodes the params of WAL_READ into p.
@@ -1045,7 +1045,7 @@ func decodeWalReadParamsWith(raw []byte, p *WalReadParams, trusted bool) *rcpErr
 	// limit
 	p.Limit = 100
 	if !paramAbsent(vLimit) {
-		if p.Limit, err = paramU32("limit", vLimit, 0, 1000); err != nil {
+		if p.Limit, err = paramU32("limit", vLimit, 1, math.MaxUint32); err != nil {
 			return err
 		}
 	}

@@ -219,3 +219,72 @@ func TestFsyncFailureIsFatal(t *testing.T) {
 		})
 	}
 }
+
+// WAL_READ accepts any limit: the official console asks for 10,000. A page
+// is cut short at 10,000 records or near the frame limit, whichever comes
+// first, and next_offset says where to continue.
+func TestWALReadLargeLimit(t *testing.T) {
+	type page struct {
+		NextOffset uint64 `json:"next_offset"`
+		Records    []struct {
+			Offset uint64 `json:"offset"`
+		} `json:"records"`
+	}
+	read := func(t *testing.T, c *client, from uint64, limit int) page {
+		var p page
+		if err := json.Unmarshal(mustOK(t, c, "WAL_READ", fmt.Sprintf(`{"from_offset":%d,"limit":%d}`, from, limit)), &p); err != nil {
+			t.Fatal(err)
+		}
+		for i, r := range p.Records {
+			if r.Offset != max(from, 1)+uint64(i) {
+				t.Fatalf("record %d of a page from %d has offset %d", i, from, r.Offset)
+			}
+		}
+		return p
+	}
+
+	t.Run("record cap", func(t *testing.T) {
+		ts := startServer(t, func(c *config) { c.MaxBatchOps = 1000 })
+		c := ts.dial()
+		mustOK(t, c, "PUT_MACHINE", ctrMachine)
+		for b := range 11 {
+			var ops []string
+			for k := range 1000 {
+				ops = append(ops, fmt.Sprintf(`{"op":"CREATE_INSTANCE","params":{"machine":"ctr","version":1,"instance_id":"i%d-%d"}}`, b, k))
+			}
+			mustOK(t, c, "BATCH", `{"mode":"best_effort","ops":[`+strings.Join(ops, ",")+`]}`)
+		}
+		// 11,001 records: the console's request gets 10,000 of them.
+		p := read(t, c, 0, 10000)
+		if len(p.Records) != 10000 || p.NextOffset != 10001 {
+			t.Fatalf("limit 10000: %d records, next_offset %d; want 10000 and 10001", len(p.Records), p.NextOffset)
+		}
+		p = read(t, c, 1, 1<<31)
+		if len(p.Records) != walReadMaxRecords || p.NextOffset != 1+walReadMaxRecords {
+			t.Fatalf("huge limit: %d records, next_offset %d", len(p.Records), p.NextOffset)
+		}
+		p = read(t, c, p.NextOffset, 1<<31)
+		if len(p.Records) != 11001-walReadMaxRecords || p.NextOffset != 11002 {
+			t.Fatalf("second page: %d records, next_offset %d", len(p.Records), p.NextOffset)
+		}
+	})
+
+	t.Run("frame cap", func(t *testing.T) {
+		ts := startServer(t, func(c *config) { c.SegmentSizeMB = 8 })
+		c := ts.dial()
+		c.nc.SetDeadline(time.Now().Add(3 * time.Minute)) // large frames under -race
+		mustOK(t, c, "PUT_MACHINE", ctrMachine)
+		for i := range 3 {
+			mustOK(t, c, "CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":"big-%d","initial_ctx":{"pad":"%s"}}`, i, strings.Repeat("x", 6<<20)))
+		}
+		// Three 6 MiB records do not fit in one 16 MiB frame: two do.
+		p := read(t, c, 1, 10000)
+		if len(p.Records) != 3 || p.NextOffset != 4 {
+			t.Fatalf("first page: %d records, next_offset %d; want 3 (the machine and two) and 4", len(p.Records), p.NextOffset)
+		}
+		p = read(t, c, 4, 10000)
+		if len(p.Records) != 1 || p.NextOffset != 5 {
+			t.Fatalf("second page: %d records, next_offset %d", len(p.Records), p.NextOffset)
+		}
+	})
+}

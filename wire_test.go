@@ -27,7 +27,7 @@ func TestStorageOps(t *testing.T) {
 			want: `{"next_offset":4,"records":[{"entry":{"type":"apply_event","ts":"<int>","machine":"order","version":1,"instance_id":"a","event":"PAY","from_state":"created","to_state":"paid","payload":{"k":"v"},"ctx":{"amount":5,"k":"v"},"event_id":"ev"},"offset":3,"sequence":3}]}`},
 		{name: "past the end", op: "WAL_READ", params: `{"from_offset":9}`, want: `{"next_offset":9,"records":[]}`},
 		{op: "WAL_READ", params: `{}`, code: codeBadRequest, messageHas: "from_offset"},
-		{op: "WAL_READ", params: `{"from_offset":1,"limit":1001}`, code: codeBadRequest, messageHas: "limit"},
+		{op: "WAL_READ", params: `{"from_offset":1,"limit":0}`, code: codeBadRequest, messageHas: "limit"},
 		{op: "WAL_READ", params: `{"from_offset":"1"}`, code: codeBadRequest, messageHas: "from_offset"},
 		{op: "WAL_STATS", want: `{"entry_count":3,"io_stats":{"bytes_read":"<int>","bytes_written":"<int>","fsyncs":"<int>","reads":"<int>","writes":"<int>"},"latest_offset":3,"segment_count":1,"total_size_bytes":"<int>"}`},
 		{op: "FLUSH_ALL", meta: true, want: `{"flushed":true,"instances_removed":1,"machines_removed":1}`},
