@@ -29,7 +29,8 @@ const (
 	recTagEventID
 	recTagIdemKey
 	recTagIdemHash
-	recTagOp // one member of a batch: type byte, then a length-prefixed record
+	recTagOp     // one member of a batch: type byte, then a length-prefixed record
+	recTagSource // who wrote an event other than a client: "timer"
 )
 
 // appendRecord appends r's binary form (without its type, which the WAL
@@ -53,6 +54,7 @@ func appendRecord(b []byte, r *record) []byte {
 	b = recAppendStr(b, recTagEventID, r.EventID)
 	b = recAppendStr(b, recTagIdemKey, r.IdemKey)
 	b = recAppendStr(b, recTagIdemHash, r.IdemHash)
+	b = recAppendStr(b, recTagSource, r.Source)
 	for _, op := range r.Ops {
 		b = append(b, recTagOp, op.typ)
 		// Length-prefix the member: reserve space by encoding to a
@@ -169,6 +171,8 @@ func decodeRecord(typ uint8, b []byte) (*record, error) {
 			r.IdemKey = string(v)
 		case recTagIdemHash:
 			r.IdemHash = string(v)
+		case recTagSource:
+			r.Source = string(v)
 		default:
 			return nil, fmt.Errorf("unknown record field %d", tag)
 		}

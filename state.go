@@ -46,6 +46,7 @@ type record struct {
 	Payload      json.RawMessage `json:"payload,omitempty"`
 	Ctx          json.RawMessage `json:"ctx,omitempty"` // post-event ctx
 	EventID      string          `json:"event_id,omitempty"`
+	Source       string          `json:"source,omitempty"` // "timer" for a fired timer; empty for clients
 
 	IdemKey  string `json:"idempotency_key,omitempty"`
 	IdemHash string `json:"params_hash,omitempty"` // fingerprint of the request's params
