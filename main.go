@@ -45,8 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "crashtest":
 		return crashMain(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "stmdb %s (protocol %d)\n", serverVersion, protocolVersion)
-		return 0
+		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
@@ -136,19 +135,21 @@ func cmdServe(args []string, stderr io.Writer) int {
 	defer stop()
 	done := make(chan error, 1)
 	go func() { done <- s.serve(ln) }()
+	status := 0
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
 	case err := <-done:
-		if err != nil {
-			logger.Error("listener failed", "err", err)
-		}
+		// serve returns by itself only when something else closed the
+		// listener: the server stops, and says so in its exit status.
+		logger.Error("listener failed; shutting down", "err", err)
+		status = 1
 	}
 	if err := s.close(); err != nil {
 		logger.Error("closing the write-ahead log", "err", err)
 		return 1
 	}
-	return 0
+	return status
 }
 
 func cmdWAL(args []string, stdout, stderr io.Writer) int {

@@ -161,6 +161,7 @@ type metrics struct {
 	connsActive   atomic.Int64
 	connsRejected atomic.Uint64
 	authFailures  atomic.Uint64
+	acceptErrors  atomic.Uint64
 
 	fsyncDur     *metricsHistogram
 	groupRecords *metricsHistogram
@@ -207,6 +208,7 @@ func (m *metrics) connOpened() {
 func (m *metrics) connClosed()   { m.connsActive.Add(-1) }
 func (m *metrics) connRejected() { m.connsRejected.Add(1) }
 func (m *metrics) authFailure()  { m.authFailures.Add(1) }
+func (m *metrics) acceptError()  { m.acceptErrors.Add(1) }
 
 func (m *metrics) subscriptionAdded(kind string)   { m.subs.get(kind).Add(1) }
 func (m *metrics) subscriptionRemoved(kind string) { m.subs.get(kind).Add(-1) }
@@ -339,6 +341,7 @@ func (m *metrics) collect(snap metricsSnapshot) []metricsFamily {
 		metricsScalar("rstmdb_connections_active", "gauge", "Client connections currently open.", metricsInt(m.connsActive.Load())),
 		metricsScalar("rstmdb_connections_rejected_total", "counter", "Client connections refused because max_connections was reached.", metricsUint(m.connsRejected.Load())),
 		metricsScalar("rstmdb_auth_failures_total", "counter", "Failed AUTH attempts.", metricsUint(m.authFailures.Load())),
+		metricsScalar("rstmdb_accept_errors_total", "counter", "Failed accepts of client connections (out of file descriptors and the like), each retried after a pause.", metricsUint(m.acceptErrors.Load())),
 
 		metricsScalar("rstmdb_instances_total", "gauge", "Instances that are not deleted.", metricsUint(snap.Instances)),
 		metricsScalar("rstmdb_machines_total", "gauge", "Machine definitions, counting each (name, version) pair.", metricsUint(snap.Machines)),

@@ -135,6 +135,11 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	s.compactedAt.Store(snapLSN)
 	s.lastCompact.Store(s.now())
 	s.st.pruneIdem(s.now()) // replay brings back keys that have expired since
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.timerLoop(s.stop)
+	}()
 	s.stop = make(chan struct{})
 	s.wg.Add(1)
 	go func() {
@@ -199,6 +204,7 @@ func (s *server) metricsSnapshot() metricsSnapshot {
 		WalEntries: ws.EntryCount, WalSegments: ws.SegmentCount, WalSizeBytes: uint64(ws.TotalSizeBytes),
 		WalBytesWritten: ws.BytesWritten, WalBytesRead: ws.BytesRead, WalWrites: ws.Writes, WalReads: ws.Reads,
 		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN,
+		TimersArmed: uint64(s.st.timers.armed.Load()), TimersFired: s.st.timers.fired.Load(), TimersGuardFailed: s.st.timers.guardFailed.Load(),
 	}
 }
 
@@ -214,7 +220,20 @@ func (s *server) serveMetrics(ln net.Listener) {
 	}
 }
 
-// serve accepts connections until close.
+// Accept errors are retried after a pause that starts at acceptBackoffMin
+// and doubles up to acceptBackoffMax while they last (as net/http does);
+// they are logged at most once per acceptLogEvery.
+const (
+	acceptBackoffMin = 5 * time.Millisecond
+	acceptBackoffMax = time.Second
+	acceptLogEvery   = 5 * time.Second
+)
+
+// serve accepts connections until close. It returns nil after close, and
+// an error only if the listener was closed by something else: every other
+// accept error (out of file descriptors, an aborted connection) is
+// counted, logged and retried after a pause, so that it cannot take the
+// server down.
 func (s *server) serve(ln net.Listener) error {
 	if s.tlsConfig != nil {
 		ln = tls.NewListener(ln, s.tlsConfig)
@@ -227,22 +246,33 @@ func (s *server) serve(ln net.Listener) error {
 		return nil
 	}
 	s.mu.Unlock()
+	var backoff time.Duration
+	var lastLog time.Time
+	suppressed := 0
 	for {
 		nc, err := ln.Accept()
 		if err != nil {
-			s.mu.Lock()
-			closing := s.closing
-			s.mu.Unlock()
-			if closing {
+			if s.isClosing() {
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				return fmt.Errorf("the listener closed unexpectedly: %w", err)
 			}
-			return err
+			backoff = min(max(2*backoff, acceptBackoffMin), acceptBackoffMax)
+			s.metrics.acceptError()
+			if now := time.Now(); now.Sub(lastLog) >= acceptLogEvery {
+				s.logger.Warn("accept failed; retrying", "err", err, "retry_in", backoff, "suppressed", suppressed)
+				lastLog, suppressed = now, 0
+			} else {
+				suppressed++
+			}
+			select {
+			case <-time.After(backoff):
+			case <-s.stop:
+			}
+			continue
 		}
+		backoff = 0
 		s.mu.Lock()
 		if s.closing {
 			s.mu.Unlock()
