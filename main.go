@@ -45,7 +45,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "crashtest":
 		return crashMain(args[1:], stdout, stderr)
 	case "version", "--version":
-		return cmdVersion(args[1:], stdout, stderr)
+		fmt.Fprintf(stdout, "stmdb %s (protocol %d)\n", serverVersion, protocolVersion)
+		return 0
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
