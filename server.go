@@ -135,11 +135,6 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	s.compactedAt.Store(snapLSN)
 	s.lastCompact.Store(s.now())
 	s.st.pruneIdem(s.now()) // replay brings back keys that have expired since
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.timerLoop(s.stop)
-	}()
 	s.stop = make(chan struct{})
 	s.wg.Add(1)
 	go func() {
@@ -204,7 +199,6 @@ func (s *server) metricsSnapshot() metricsSnapshot {
 		WalEntries: ws.EntryCount, WalSegments: ws.SegmentCount, WalSizeBytes: uint64(ws.TotalSizeBytes),
 		WalBytesWritten: ws.BytesWritten, WalBytesRead: ws.BytesRead, WalWrites: ws.Writes, WalReads: ws.Reads,
 		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN,
-		TimersArmed: uint64(s.st.timers.armed.Load()), TimersFired: s.st.timers.fired.Load(), TimersGuardFailed: s.st.timers.guardFailed.Load(),
 	}
 }
 
