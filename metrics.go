@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 )
 
@@ -384,9 +383,7 @@ func metricsProcessFamilies() []metricsFamily {
 		metricsScalar("go_memstats_heap_alloc_bytes", "gauge", "Number of heap bytes allocated and still in use.", metricsUint(u(samples[0]))),
 		metricsScalar("go_gomaxprocs", "gauge", "Value of GOMAXPROCS.", metricsUint(u(samples[1]))),
 	}
-	var ru syscall.Rusage
-	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) == nil {
-		cpu := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	if cpu, ok := processCPUTime(); ok { // rusage_unix.go, rusage_windows.go
 		fams = append(fams, metricsScalar("process_cpu_seconds_total", "counter",
 			"Total user and system CPU time spent in seconds.", metricsFloat(cpu.Seconds())))
 	}
