@@ -116,15 +116,18 @@ func (p *crashProc) lines() []string {
 	return append([]string(nil), p.tail...)
 }
 
-// kill sends SIGKILL and reaps the process.
+// kill sends SIGKILL (TerminateProcess on Windows) and reaps the process.
 func (p *crashProc) kill() {
-	p.cmd.Process.Signal(syscall.SIGKILL)
+	p.cmd.Process.Kill()
 	p.cmd.Wait()
 }
 
-// stop asks for a graceful shutdown (SIGTERM) and waits.
+// stop asks for a graceful shutdown (SIGTERM) and waits. Windows cannot
+// send a child a signal it could handle, so there stop is a kill.
 func (p *crashProc) stop() error {
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		p.cmd.Process.Kill()
+	}
 	return p.cmd.Wait()
 }
 
