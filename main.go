@@ -45,8 +45,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "crashtest":
 		return crashMain(args[1:], stdout, stderr)
 	case "version", "--version":
-		fmt.Fprintf(stdout, "stmdb %s (protocol %d)\n", serverVersion, protocolVersion)
-		return 0
+		return cmdVersion(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		usage(stdout)
 		return 0
