@@ -60,6 +60,9 @@ type config struct {
 	MetricsEnabled bool   // metrics.enabled
 	MetricsBind    string // metrics.bind_addr
 
+	HTTPBind        string // http.bind_addr; "" disables the HTTP API and console
+	HTTPCORSOrigins string // http.cors_origins: comma-separated origins, "*" for any; "" = CORS off
+
 	LogLevel  string // logging.level: debug, info, warn, error
 	LogFormat string // logging.format: text, json
 }
@@ -88,6 +91,7 @@ func defaultConfig() config {
 		idemPruneTick:      time.Minute,
 
 		MetricsBind: "0.0.0.0:9090",
+		HTTPBind:    "127.0.0.1:7480",
 
 		LogLevel:  "info",
 		LogFormat: "text",
@@ -119,6 +123,7 @@ type setting struct {
 	field    func(*config) any
 	min, max int64 // integers and seconds, inclusive
 	addr     bool  // a host:port string
+	emptyOK  bool  // addr: "" is allowed too (disables a listener)
 }
 
 var settings = []setting{
@@ -210,6 +215,13 @@ var settings = []setting{
 	{key: "metrics.bind_addr", env: "RSTMDB_METRICS_BIND", flag: "metrics-bind", meta: "ADDR", addr: true,
 		usage: "host:port of the metrics HTTP listener",
 		field: func(c *config) any { return &c.MetricsBind }},
+
+	{key: "http.bind_addr", env: "RSTMDB_HTTP_BIND", flag: "http-bind", meta: "ADDR", addr: true, emptyOK: true,
+		usage: "host:port of the HTTP API and web console (same TLS and auth as RCP); empty disables it",
+		field: func(c *config) any { return &c.HTTPBind }},
+	{key: "http.cors_origins", env: "RSTMDB_HTTP_CORS_ORIGINS", flag: "http-cors-origins", meta: "ORIGINS",
+		usage: "comma-separated origins allowed to call the HTTP API from a browser (* for any); empty = CORS off",
+		field: func(c *config) any { return &c.HTTPCORSOrigins }},
 
 	{key: "logging.level", env: "RSTMDB_LOG_LEVEL", flag: "log-level", meta: "LEVEL",
 		usage: "debug, info, warn or error",
@@ -406,7 +418,7 @@ func (c *config) setString(s *setting, v string) error {
 }
 
 func (c *config) setStr(s *setting, p *string, v string) error {
-	if s.addr {
+	if s.addr && (v != "" || !s.emptyOK) {
 		if err := checkAddr(v); err != nil {
 			return err
 		}
@@ -759,7 +771,7 @@ func (c config) validate() error {
 		var n int64
 		switch p := s.field(&c).(type) {
 		case *string:
-			if s.addr {
+			if s.addr && (*p != "" || !s.emptyOK) {
 				if err := checkAddr(*p); err != nil {
 					return bad(s.key, "%v", err)
 				}

@@ -87,6 +87,7 @@ func TestConfigDefaults(t *testing.T) {
 		"compaction.events_threshold": uint64(10000), "compaction.size_threshold_mb": int64(100),
 		"compaction.min_interval_secs": 60 * time.Second, "metrics.enabled": false,
 		"metrics.bind_addr": "0.0.0.0:9090", "logging.level": "info", "logging.format": "text",
+		"http.bind_addr": "127.0.0.1:7480", "http.cors_origins": "",
 	}
 	gotDefaults := map[string]any{}
 	for i := range settings {
@@ -165,6 +166,10 @@ func TestConfigPrecedence(t *testing.T) {
 		{key: "metrics.enabled", file: "true", env: "0", flag: "true", def: false, inFile: true, inEnv: false, inFlag: true},
 		{key: "metrics.bind_addr", file: "'[::1]:9000'", env: ":9001", flag: "metrics.local:9002",
 			def: "0.0.0.0:9090", inFile: "[::1]:9000", inEnv: ":9001", inFlag: "metrics.local:9002"},
+		{key: "http.bind_addr", file: "'[::1]:8000'", env: "web.local:8002", flag: "",
+			def: "127.0.0.1:7480", inFile: "[::1]:8000", inEnv: "web.local:8002", inFlag: ""},
+		{key: "http.cors_origins", file: "https://a.example", env: "https://b.example,https://c.example", flag: "*",
+			def: "", inFile: "https://a.example", inEnv: "https://b.example,https://c.example", inFlag: "*"},
 		{key: "logging.level", file: "debug", env: "WARN", flag: "error", def: "info", inFile: "debug", inEnv: "warn", inFlag: "error"},
 		{key: "logging.format", file: "json", env: "text", flag: "JSON", def: "text", inFile: "json", inEnv: "text", inFlag: "json"},
 	}

@@ -18,6 +18,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv("STMDB_TEST_SERVE") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	// Server processes the tests start must not all want the default HTTP
+	// port (http.bind_addr): they inherit a port-0 bind instead.
+	if _, ok := os.LookupEnv("RSTMDB_HTTP_BIND"); !ok {
+		os.Setenv("RSTMDB_HTTP_BIND", "127.0.0.1:0")
+	}
 	os.Exit(m.Run())
 }
 

@@ -130,6 +130,16 @@ func cmdServe(args []string, stderr io.Writer) int {
 		logger.Info("metrics listening", "addr", mln.Addr().String())
 		go s.serveMetrics(mln)
 	}
+	if cfg.HTTPBind != "" {
+		hln, err := net.Listen("tcp", cfg.HTTPBind)
+		if err != nil {
+			fmt.Fprintf(stderr, "stmdb: http.bind_addr: %v\n", err)
+			s.close()
+			return 1
+		}
+		logger.Info("http API and console", "http_addr", hln.Addr().String())
+		go s.serveHTTP(hln)
+	}
 	logger.Info("listening", "addr", ln.Addr().String(), "data", cfg.DataDir, "fsync", cfg.Fsync.Kind)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

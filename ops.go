@@ -419,7 +419,7 @@ func (s *server) prepApply(p *ApplyEventParams, now int64, r *record) (prepared,
 		r = new(record)
 	}
 	*r = record{typ: recApplyEvent, Time: now, InstanceID: inst.id, Machine: inst.mv.name, Version: inst.mv.version, Event: to.event, FromState: inst.state, ToState: to.to,
-		Payload: payload, Ctx: ctxMerge(inst.ctx, payload), EventID: optStrEmpty(p.EventID)}
+		Payload: payload, Ctx: ctxMerge(inst.ctx, payload), EventID: optStrEmpty(p.EventID), Prev: inst.lastLSN}
 	if err := s.ctxTooLarge("payload", inst.id, r.Ctx, len(inst.ctx)); err != nil {
 		return prepared{}, err
 	}

@@ -35,20 +35,21 @@ const (
 	opGetMachine       opCode = 10 // GET_MACHINE
 	opHello            opCode = 11 // HELLO
 	opInfo             opCode = 12 // INFO
-	opListInstances    opCode = 13 // LIST_INSTANCES
-	opListMachines     opCode = 14 // LIST_MACHINES
-	opPing             opCode = 15 // PING
-	opPutMachine       opCode = 16 // PUT_MACHINE
-	opSnapshotInstance opCode = 17 // SNAPSHOT_INSTANCE
-	opUnwatch          opCode = 18 // UNWATCH
-	opWalRead          opCode = 19 // WAL_READ
-	opWalStats         opCode = 20 // WAL_STATS
-	opWatchAll         opCode = 21 // WATCH_ALL
-	opWatchInstance    opCode = 22 // WATCH_INSTANCE
+	opInstanceHistory  opCode = 13 // INSTANCE_HISTORY
+	opListInstances    opCode = 14 // LIST_INSTANCES
+	opListMachines     opCode = 15 // LIST_MACHINES
+	opPing             opCode = 16 // PING
+	opPutMachine       opCode = 17 // PUT_MACHINE
+	opSnapshotInstance opCode = 18 // SNAPSHOT_INSTANCE
+	opUnwatch          opCode = 19 // UNWATCH
+	opWalRead          opCode = 20 // WAL_READ
+	opWalStats         opCode = 21 // WAL_STATS
+	opWatchAll         opCode = 22 // WATCH_ALL
+	opWatchInstance    opCode = 23 // WATCH_INSTANCE
 )
 
 // numOps is the number of ops; valid codes are 1..numOps.
-const numOps = 22
+const numOps = 23
 
 // opDesc describes an op. (Not opInfo: that is the INFO op's code.)
 type opDesc struct {
@@ -71,6 +72,7 @@ var opTable = [numOps + 1]opDesc{
 	opGetMachine:       {name: "GET_MACHINE", flags: flagRead, doc: "Returns a machine version's normalized definition and checksum."},
 	opHello:            {name: "HELLO", flags: flagPreAuth, doc: "Negotiates protocol version, wire mode and features."},
 	opInfo:             {name: "INFO", flags: flagRead, doc: "Server name, version, features and limits."},
+	opInstanceHistory:  {name: "INSTANCE_HISTORY", flags: flagRead, doc: "One instance's events, newest first, from the retained log: offset, event, from/to state, payload, time and source; retained_from says where the retained history starts."},
 	opListInstances:    {name: "LIST_INSTANCES", flags: flagRead, doc: "Lists instances ordered by id, filtered by machine and state."},
 	opListMachines:     {name: "LIST_MACHINES", flags: flagRead, doc: "Lists machine names with their versions."},
 	opPing:             {name: "PING", flags: flagPreAuth, doc: "Liveness check: {\"pong\":true}."},
@@ -110,6 +112,8 @@ func lookupOp(name string) (opCode, bool) {
 		return opHello, true
 	case "INFO":
 		return opInfo, true
+	case "INSTANCE_HISTORY":
+		return opInstanceHistory, true
 	case "LIST_INSTANCES":
 		return opListInstances, true
 	case "LIST_MACHINES":
@@ -163,17 +167,18 @@ func _() {
 	_ = x[opGetMachine-10]
 	_ = x[opHello-11]
 	_ = x[opInfo-12]
-	_ = x[opListInstances-13]
-	_ = x[opListMachines-14]
-	_ = x[opPing-15]
-	_ = x[opPutMachine-16]
-	_ = x[opSnapshotInstance-17]
-	_ = x[opUnwatch-18]
-	_ = x[opWalRead-19]
-	_ = x[opWalStats-20]
-	_ = x[opWatchAll-21]
-	_ = x[opWatchInstance-22]
-	_ = x[numOps-22]
+	_ = x[opInstanceHistory-13]
+	_ = x[opListInstances-14]
+	_ = x[opListMachines-15]
+	_ = x[opPing-16]
+	_ = x[opPutMachine-17]
+	_ = x[opSnapshotInstance-18]
+	_ = x[opUnwatch-19]
+	_ = x[opWalRead-20]
+	_ = x[opWalStats-21]
+	_ = x[opWatchAll-22]
+	_ = x[opWatchInstance-23]
+	_ = x[numOps-23]
 }
 
 // ApplyEventParams are the params of APPLY_EVENT.
@@ -759,6 +764,65 @@ func decodeInfoParamsWith(raw []byte, p *InfoParams, trusted bool) *rcpError {
 	return paramValidateObject(raw)
 }
 
+// InstanceHistoryParams are the params of INSTANCE_HISTORY.
+type InstanceHistoryParams struct {
+	InstanceID   string  // instance_id required max=256
+	Limit        uint32  // limit default=100 min=1 max=1000
+	BeforeOffset *uint64 // before_offset
+}
+
+// decodeInstanceHistoryParams decodes the params of INSTANCE_HISTORY into p.
+func decodeInstanceHistoryParams(raw []byte, p *InstanceHistoryParams) *rcpError {
+	return decodeInstanceHistoryParamsWith(raw, p, false)
+}
+
+// decodeInstanceHistoryParamsWith is decodeInstanceHistoryParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeInstanceHistoryParamsWith(raw []byte, p *InstanceHistoryParams, trusted bool) *rcpError {
+	*p = InstanceHistoryParams{}
+	var vInstanceID, vLimit, vBeforeOffset []byte
+	sc, err := scanParams(raw, trusted)
+	if err != nil {
+		return err
+	}
+	for sc.next() {
+		switch string(sc.key) {
+		case "instance_id":
+			vInstanceID = sc.val
+		case "limit":
+			vLimit = sc.val
+		case "before_offset":
+			vBeforeOffset = sc.val
+		}
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	// instance_id
+	if paramAbsent(vInstanceID) {
+		return paramMissing("instance_id")
+	}
+	if p.InstanceID, err = paramString("instance_id", vInstanceID, 0, 256); err != nil {
+		return err
+	}
+	// limit
+	p.Limit = 100
+	if !paramAbsent(vLimit) {
+		if p.Limit, err = paramU32("limit", vLimit, 1, 1000); err != nil {
+			return err
+		}
+	}
+	// before_offset
+	if !paramAbsent(vBeforeOffset) {
+		v, err := paramU64("before_offset", vBeforeOffset, 0, math.MaxUint64)
+		if err != nil {
+			return err
+		}
+		p.BeforeOffset = &v
+	}
+	return nil
+}
+
 // ListInstancesParams are the params of LIST_INSTANCES.
 type ListInstancesParams struct {
 	Machine *string // machine max=256
@@ -1287,6 +1351,12 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 			return reply{}, err
 		}
 		return s.handleInfo(c, &p)
+	case opInstanceHistory:
+		var p InstanceHistoryParams
+		if err := decodeInstanceHistoryParamsWith(params, &p, true); err != nil {
+			return reply{}, err
+		}
+		return s.handleInstanceHistory(c, &p)
 	case opListInstances:
 		var p ListInstancesParams
 		if err := decodeListInstancesParamsWith(params, &p, true); err != nil {
@@ -1349,4 +1419,35 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 		return s.handleWatchInstance(c, &p)
 	}
 	return reply{}, newError(codeBadRequest, "unknown op")
+}
+
+// httpRoute reaches an op over HTTP (an "http" line in ops.spec).
+type httpRoute struct {
+	op      opCode
+	pattern string // net/http pattern: method and path
+	body    string // the param the whole body is; "" = a JSON object of params (POST, PUT)
+	params  []httpParam
+}
+
+// httpParam is one param of a route: its spec type says how a path or
+// query value is turned into JSON.
+type httpParam struct {
+	name, typ, in string // in: path, query or body
+}
+
+// httpRoutes are the ops reachable over HTTP.
+var httpRoutes = []httpRoute{
+	{op: opBatch, pattern: "POST /v1/batch", body: "", params: []httpParam{{"mode", "string", "body"}, {"ops", "[]json", "body"}}},
+	{op: opInfo, pattern: "GET /v1/info", body: "", params: []httpParam{}},
+	{op: opListInstances, pattern: "GET /v1/instances", body: "", params: []httpParam{{"machine", "string", "query"}, {"state", "string", "query"}, {"limit", "u32", "query"}, {"offset", "u64", "query"}}},
+	{op: opCreateInstance, pattern: "POST /v1/instances", body: "", params: []httpParam{{"instance_id", "string", "body"}, {"machine", "string", "body"}, {"version", "u32", "body"}, {"initial_ctx", "object", "body"}, {"idempotency_key", "string", "body"}}},
+	{op: opDeleteInstance, pattern: "DELETE /v1/instances/{instance_id}", body: "", params: []httpParam{{"instance_id", "string", "path"}, {"idempotency_key", "string", "query"}}},
+	{op: opGetInstance, pattern: "GET /v1/instances/{instance_id}", body: "", params: []httpParam{{"instance_id", "string", "path"}}},
+	{op: opApplyEvent, pattern: "POST /v1/instances/{instance_id}/events", body: "", params: []httpParam{{"instance_id", "string", "path"}, {"event", "string", "body"}, {"payload", "object", "body"}, {"expected_state", "string", "body"}, {"expected_wal_offset", "u64", "body"}, {"event_id", "string", "body"}, {"idempotency_key", "string", "body"}}},
+	{op: opInstanceHistory, pattern: "GET /v1/instances/{instance_id}/history", body: "", params: []httpParam{{"instance_id", "string", "path"}, {"limit", "u32", "query"}, {"before_offset", "u64", "query"}}},
+	{op: opListMachines, pattern: "GET /v1/machines", body: "", params: []httpParam{}},
+	{op: opGetMachine, pattern: "GET /v1/machines/{machine}/{version}", body: "", params: []httpParam{{"machine", "string", "path"}, {"version", "u32", "path"}}},
+	{op: opPutMachine, pattern: "PUT /v1/machines/{machine}/{version}", body: "definition", params: []httpParam{{"machine", "string", "path"}, {"version", "u32", "path"}, {"definition", "json", "body"}, {"checksum", "string", "query"}}},
+	{op: opWalRead, pattern: "GET /v1/wal", body: "", params: []httpParam{{"from_offset", "u64", "query"}, {"limit", "u32", "query"}}},
+	{op: opWalStats, pattern: "GET /v1/wal/stats", body: "", params: []httpParam{}},
 }

@@ -31,6 +31,7 @@ const (
 	recTagIdemHash
 	recTagOp     // one member of a batch: type byte, then a length-prefixed record
 	recTagSource // who wrote an event other than a client: "timer"
+	recTagPrev   // the instance's previous record (the history chain); absent = unknown (older records)
 )
 
 // appendRecord appends r's binary form (without its type, which the WAL
@@ -55,6 +56,9 @@ func appendRecord(b []byte, r *record) []byte {
 	b = recAppendStr(b, recTagIdemKey, r.IdemKey)
 	b = recAppendStr(b, recTagIdemHash, r.IdemHash)
 	b = recAppendStr(b, recTagSource, r.Source)
+	if r.Prev != 0 {
+		b = recAppendUint(b, recTagPrev, r.Prev)
+	}
 	for _, op := range r.Ops {
 		b = append(b, recTagOp, op.typ)
 		// Length-prefix the member: reserve space by encoding to a
@@ -121,15 +125,18 @@ func decodeRecord(typ uint8, b []byte) (*record, error) {
 			b = rest
 			continue
 		}
-		if tag == recTagTime || tag == recTagVersion {
+		if tag == recTagTime || tag == recTagVersion || tag == recTagPrev {
 			v, n := binary.Uvarint(b)
 			if n <= 0 {
 				return nil, errRecordTruncated
 			}
 			b = b[n:]
-			if tag == recTagTime {
+			switch tag {
+			case recTagTime:
 				r.Time = int64(v)
-			} else {
+			case recTagPrev:
+				r.Prev = v
+			default:
 				if v > 1<<32-1 {
 					return nil, fmt.Errorf("version %d out of range", v)
 				}

@@ -52,6 +52,9 @@ type record struct {
 	IdemHash string `json:"params_hash,omitempty"` // fingerprint of the request's params
 
 	Ops []*record `json:"ops,omitempty"` // recBatch members, in order
+	// Prev is the LSN of the instance's previous record (apply_event): the
+	// chain INSTANCE_HISTORY walks. 0 = unknown (a record from before it).
+	Prev uint64 `json:"-"`
 
 	typ uint8
 	lsn uint64

@@ -61,6 +61,7 @@ type opSpec struct {
 	doc     string
 	docLine int
 	params  []*paramSpec
+	http    *httpSpec // its HTTP route, if the spec gives one (gen/http.go)
 }
 
 type paramSpec struct {
@@ -179,11 +180,18 @@ func parseSpec(src []byte) ([]*opSpec, error) {
 					cur.params = append(cur.params, ps)
 				}
 			}
+		case "http":
+			if cur == nil {
+				p.errorf(n, "http outside of an op")
+				continue
+			}
+			p.parseHTTP(n, cur, fields[1:])
 		default:
 			p.errorf(n, "unknown directive %q", fields[0])
 		}
 	}
 	p.checkOps()
+	p.checkHTTP()
 	if len(p.errs) > 0 {
 		sort.SliceStable(p.errs, func(i, j int) bool { return p.errs[i].Line < p.errs[j].Line })
 		return nil, p.errs
@@ -615,6 +623,7 @@ func (g *emitter) file(ops []*opSpec) {
 	g.p(`}`)
 	g.p(`return reply{}, newError(codeBadRequest, "unknown op")`)
 	g.p(`}`)
+	g.httpRoutes(ops)
 }
 
 func flagExpr(flags uint8) string {

@@ -257,3 +257,23 @@ func TestRun(t *testing.T) {
 		t.Errorf("temporary files left behind: %v", entries)
 	}
 }
+
+// TestStaleOpenAPI checks that the committed console/openapi.json is what
+// the generator makes from ops.spec.
+func TestStaleOpenAPI(t *testing.T) {
+	spec, err := os.ReadFile("../ops.spec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := generateOpenAPI(spec)
+	if err != nil {
+		t.Fatalf("generateOpenAPI ../ops.spec: %v", err)
+	}
+	got, err := os.ReadFile("../console/openapi.json")
+	if err != nil {
+		t.Fatalf("console/openapi.json is stale: run go generate (%v)", err)
+	}
+	if diff := cmp.Diff(string(want), string(got)); diff != "" {
+		t.Errorf("console/openapi.json is stale: run go generate\n(-generated +console/openapi.json):\n%s", diff)
+	}
+}

@@ -2,7 +2,10 @@
 //
 // It is run from the repository root by the //go:generate line in ops.go:
 //
-//	go run ./gen [-spec ops.spec] [-out ops_gen.go]
+//	go run ./gen [-spec ops.spec] [-out ops_gen.go] [-openapi console/openapi.json]
+//
+// -openapi also writes the OpenAPI document of the spec's HTTP routes
+// ("" skips it).
 package main
 
 import (
@@ -17,8 +20,13 @@ import (
 func main() {
 	specPath := flag.String("spec", "ops.spec", "command table spec to read")
 	outPath := flag.String("out", "ops_gen.go", "Go file to write")
+	openapiPath := flag.String("openapi", "console/openapi.json", "OpenAPI document to write; empty: none")
 	flag.Parse()
-	if err := run(*specPath, *outPath); err != nil {
+	err := run(*specPath, *outPath)
+	if err == nil && *openapiPath != "" {
+		err = runOpenAPI(*specPath, *openapiPath)
+	}
+	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
@@ -44,11 +52,29 @@ func run(specPath, outPath string) error {
 		}
 		return fmt.Errorf("%s: %v", specPath, err)
 	}
+	return writeFile(outPath, out)
+}
+
+// runOpenAPI writes the OpenAPI document of the spec's routes to outPath.
+func runOpenAPI(specPath, outPath string) error {
+	spec, err := os.ReadFile(specPath)
+	if err != nil {
+		return err
+	}
+	out, err := generateOpenAPI(spec)
+	if err != nil {
+		return fmt.Errorf("%s: %v", specPath, err)
+	}
+	return writeFile(outPath, out)
+}
+
+// writeFile replaces outPath with out unless it holds out already.
+func writeFile(outPath string, out []byte) error {
 	if old, err := os.ReadFile(outPath); err == nil && bytes.Equal(old, out) {
 		return nil // up to date; keep the file's mtime
 	}
 	// Write through a temporary file so that a failed run never leaves a
-	// truncated ops_gen.go behind.
+	// truncated file behind.
 	tmp, err := os.CreateTemp(filepath.Dir(outPath), ".ops_gen-*.tmp")
 	if err != nil {
 		return err
