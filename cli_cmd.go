@@ -55,6 +55,7 @@ func init() {
 		{name: "create-instance", args: "-m MACHINE -V VER [-i ID] [-c CTX] [--idempotency-key K]", summary: "Creates an instance in the machine's initial state (id generated when -i is not given).",
 			example: `stmdb create-instance -m order -V 1 -i order-1 -c '{"amount":5}'`, setup: cliCreateInstance},
 		{name: "get-instance", args: "ID", summary: "Shows an instance's state, context and offsets.", example: "stmdb get-instance order-1", setup: cliGetInstance},
+		{name: "history", args: "ID [--limit N] [--before OFFSET]", summary: "Shows an instance's events, newest first, from the retained log.", example: "stmdb history order-1 --limit 20", setup: cliHistory},
 		{name: "list-instances", args: "[--machine M] [--state S] [--limit N] [--offset N]", summary: "Lists instances ordered by id.", example: "stmdb list-instances --machine order --state paid --limit 20", setup: cliListInstances},
 		{name: "delete-instance", args: "ID [--idempotency-key K]", summary: "Deletes an instance.", example: "stmdb delete-instance order-1", setup: cliDeleteInstance},
 		{name: "apply-event", args: "-i ID -e EVENT [-p PAYLOAD] [--expected-state S] [--expected-offset N] [--event-id E] [--idempotency-key K]",
