@@ -34,7 +34,7 @@ func TestInstanceHistory(t *testing.T) {
 	mustOK(t, c, "PUT_MACHINE", `{"machine":"m","version":1,"definition":{"states":["a","b"],"initial":"a","transitions":[{"from":["a","b"],"event":"GO","to":"b"}]}}`)
 	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"m","version":1,"instance_id":"x"}`) // 2
 	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"m","version":1,"instance_id":"y"}`) // 3
-	for i := range 5 { // 4..13, x and y interleaved
+	for i := range 5 {                                                               // 4..13, x and y interleaved
 		mustOK(t, c, "APPLY_EVENT", fmt.Sprintf(`{"instance_id":"x","event":"GO","payload":{"i":%d}}`, i))
 		mustOK(t, c, "APPLY_EVENT", `{"instance_id":"y","event":"GO"}`)
 	}
