@@ -39,6 +39,7 @@ type cliMachineDef struct {
 		Event string   `json:"event"`
 		To    string   `json:"to"`
 		Guard string   `json:"guard"`
+		After int64    `json:"after_ms"`
 	} `json:"transitions"`
 	Meta json.RawMessage `json:"meta"`
 }
@@ -87,6 +88,9 @@ func cliGetMachine(x *cliCmd) func([]string) error {
 		}
 		for _, t := range def.Transitions {
 			fmt.Fprintf(&x.out, "  %s --%s--> %s", strings.Join(t.From, ","), t.Event, t.To)
+			if t.After > 0 {
+				fmt.Fprintf(&x.out, "  after %s", diagramDelay(t.After))
+			}
 			if t.Guard != "" {
 				fmt.Fprintf(&x.out, "  [%s]", t.Guard)
 			}

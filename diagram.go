@@ -9,12 +9,30 @@ import (
 	"strings"
 )
 
-// diagramLabel is a transition's edge label: "EVENT" or "EVENT [guard]".
-func diagramLabel(event, guard string) string {
+// diagramLabel is a transition's edge label: "EVENT", "EVENT after 30m"
+// for a timed transition, and " [guard]" after either when it has one.
+func diagramLabel(event, guard string, afterMS int64) string {
+	if afterMS > 0 {
+		event += " after " + diagramDelay(afterMS)
+	}
 	if guard == "" {
 		return event
 	}
 	return event + " [" + guard + "]"
+}
+
+// diagramDelay writes a timer delay in the largest unit that divides it
+// exactly: 30m, 36h, 1500ms.
+func diagramDelay(ms int64) string {
+	for _, u := range []struct {
+		n    int64
+		unit string
+	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}} {
+		if ms%u.n == 0 {
+			return strconv.FormatInt(ms/u.n, 10) + u.unit
+		}
+	}
+	return strconv.FormatInt(ms, 10) + "ms"
 }
 
 // diagramStates is every state in definition order, without duplicates,
@@ -77,7 +95,7 @@ func diagramMermaid(name string, ver uint, def *cliMachineDef) string {
 	fmt.Fprintf(&b, "    [*] --> %s\n", ids[def.Initial])
 	for _, t := range def.Transitions {
 		for _, f := range t.From {
-			fmt.Fprintf(&b, "    %s --> %s : %s\n", ids[f], ids[t.To], diagramMermaidText(diagramLabel(t.Event, t.Guard)))
+			fmt.Fprintf(&b, "    %s --> %s : %s\n", ids[f], ids[t.To], diagramMermaidText(diagramLabel(t.Event, t.Guard, t.After)))
 		}
 	}
 	return b.String()
@@ -146,7 +164,7 @@ func diagramDot(name string, ver uint, def *cliMachineDef) string {
 	fmt.Fprintf(&b, "    %s -> %s;\n", diagramDotID(start), diagramDotID(def.Initial))
 	for _, t := range def.Transitions {
 		for _, f := range t.From {
-			fmt.Fprintf(&b, "    %s -> %s [label=%s];\n", diagramDotID(f), diagramDotID(t.To), diagramDotID(diagramLabel(t.Event, t.Guard)))
+			fmt.Fprintf(&b, "    %s -> %s [label=%s];\n", diagramDotID(f), diagramDotID(t.To), diagramDotID(diagramLabel(t.Event, t.Guard, t.After)))
 		}
 	}
 	b.WriteString("}\n")

@@ -6,22 +6,37 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 )
 
 // machineVersion is a compiled machine definition: states interned,
 // transitions indexed by (state, event), guards compiled once at PUT.
 type machineVersion struct {
-	name     string
-	version  uint32
-	initial  string
-	states   map[string]string // interning: state name -> the one shared string
-	trans    map[transKey][]transition
+	name    string
+	version uint32
+	initial string
+	states  map[string]string // interning: state name -> the one shared string
+	trans   map[transKey][]transition
+	// timed lists, per state, the transitions out of it that fire by
+	// themselves (after_ms), in definition order.
+	timed    map[string][]timedTransition
 	def      []byte // canonical definition JSON (what GET_MACHINE returns)
 	checksum string // SHA-256 hex of def
 	lsn      uint64 // record that registered it
 }
 
 type transKey struct{ from, event string }
+
+// timedTransition is a transition with after_ms: it fires by itself that
+// long after an instance enters its from state.
+type timedTransition struct {
+	event   string
+	to      string
+	afterMS int64
+}
+
+// maxAfterMS is the longest timer delay: 365 days.
+const maxAfterMS = 365 * 24 * 3600 * 1000
 
 // transition is one candidate for a (state, event); candidates are tried
 // in definition order and the first whose guard passes wins.
@@ -101,6 +116,7 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 			Event *string         `json:"event"`
 			To    *string         `json:"to"`
 			Guard *string         `json:"guard"`
+			After json.RawMessage `json:"after_ms"`
 		}
 		if err := json.Unmarshal(rt, &t); err != nil || bytes.TrimSpace(rt)[0] != '{' {
 			return nil, bad(field, "each transition must be an object with string 'from', 'event' and 'to'")
@@ -136,6 +152,15 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 				return nil, e
 			}
 		}
+		var after int64
+		if t.After != nil {
+			v := string(bytes.TrimSpace(t.After))
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n < 1 || n > maxAfterMS {
+				return nil, bad(field+".after_ms", "'after_ms' must be an integer from 1 to %d (365 days), got %s", int64(maxAfterMS), v)
+			}
+			after = n
+		}
 		for _, f := range froms {
 			from, ok := mv.states[f]
 			if !ok {
@@ -143,6 +168,12 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 			}
 			k := transKey{from, *t.Event}
 			mv.trans[k] = append(mv.trans[k], transition{event: *t.Event, to: to, guard: g})
+			if after > 0 {
+				if mv.timed == nil {
+					mv.timed = map[string][]timedTransition{}
+				}
+				mv.timed[from] = append(mv.timed[from], timedTransition{event: *t.Event, to: to, afterMS: after})
+			}
 		}
 		if i > 0 {
 			canon = append(canon, ',')
@@ -161,6 +192,12 @@ func compileMachine(name string, version uint32, raw json.RawMessage) (*machineV
 		if t.Guard != nil {
 			canon = append(canon, `,"guard":`...)
 			canon = encAppendString(canon, *t.Guard)
+		}
+		if after > 0 {
+			// Only when present, so definitions without timers keep
+			// their checksums.
+			canon = append(canon, `,"after_ms":`...)
+			canon = strconv.AppendInt(canon, after, 10)
 		}
 		canon = append(canon, '}')
 	}

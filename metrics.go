@@ -31,6 +31,10 @@ var (
 		50e3, 100e3, 250e3, 500e3,
 		1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6, 1e9,
 	}
+	// Timer fire lag, due time to durable: milliseconds to minutes.
+	metricsTimerLagBuckets = []uint64{
+		1e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6, 1e9, 5e9, 30e9, 120e9,
+	}
 	// Records per group commit, powers of two up to 4096.
 	metricsGroupCommitBuckets = []uint64{
 		1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096,
@@ -164,6 +168,7 @@ type metrics struct {
 
 	fsyncDur     *metricsHistogram
 	groupRecords *metricsHistogram
+	timerLagDur  *metricsHistogram
 }
 
 func newMetrics() *metrics {
@@ -177,6 +182,7 @@ func newMetrics() *metrics {
 		forwarded:    newMetricsLabeled(func() *atomic.Uint64 { return new(atomic.Uint64) }, "all", "instance"),
 		fsyncDur:     newMetricsHistogram(metricsFsyncBuckets),
 		groupRecords: newMetricsHistogram(metricsGroupCommitBuckets),
+		timerLagDur:  newMetricsHistogram(metricsTimerLagBuckets),
 	}
 }
 
@@ -227,6 +233,10 @@ func (m *metrics) fsync(d time.Duration, records int) {
 	m.groupRecords.observe(uint64(records))
 }
 
+// timerLag records how long after its due time a fired timer's record was
+// durable.
+func (m *metrics) timerLag(d time.Duration) { m.timerLagDur.observe(metricsNanos(d)) }
+
 // metricsSnapshot holds gauges the server computes at scrape time, so they
 // are never stale (unlike the reference, which refreshes them only on writes).
 type metricsSnapshot struct {
@@ -234,6 +244,7 @@ type metricsSnapshot struct {
 	WalEntries, WalSegments, WalSizeBytes                         uint64
 	WalBytesWritten, WalBytesRead, WalWrites, WalReads, WalFsyncs uint64
 	WalLastLSN                                                    uint64
+	TimersArmed, TimersFired, TimersGuardFailed                   uint64
 }
 
 // metricsFamily is one metric family ready to print. Samples are already in
@@ -334,6 +345,9 @@ func (m *metrics) collect(snap metricsSnapshot) []metricsFamily {
 	group := metricsFamily{name: "rstmdb_wal_group_commit_records", typ: "histogram", help: "WAL records made durable per fsync."}
 	group.samples = metricsHistogramSamples(nil, metricsGroupCommitBuckets, m.groupRecords.read(), 1, nil)
 	fams = append(fams, fsync, group)
+	lag := metricsFamily{name: "rstmdb_timer_fire_lag_seconds", typ: "histogram", help: "Time from a timer's due time until its fired record is durable, in seconds."}
+	lag.samples = metricsHistogramSamples(nil, metricsTimerLagBuckets, m.timerLagDur.read(), 1e9, nil)
+	fams = append(fams, lag)
 
 	fams = append(fams,
 		metricsScalar("rstmdb_connections_total", "counter", "Client connections accepted.", metricsUint(m.connsTotal.Load())),
@@ -353,6 +367,9 @@ func (m *metrics) collect(snap metricsSnapshot) []metricsFamily {
 		metricsScalar("rstmdb_wal_reads_total", "counter", "WAL record reads.", metricsUint(snap.WalReads)),
 		metricsScalar("rstmdb_wal_fsyncs_total", "counter", "WAL fsync calls.", metricsUint(snap.WalFsyncs)),
 		metricsScalar("rstmdb_wal_last_offset", "gauge", "Offset (LSN) of the last WAL entry.", metricsUint(snap.WalLastLSN)),
+		metricsScalar("rstmdb_timers_armed", "gauge", "Timers armed (transitions with after_ms waiting to fire).", metricsUint(snap.TimersArmed)),
+		metricsScalar("rstmdb_timers_fired_total", "counter", "Timers fired: their event applied and logged.", metricsUint(snap.TimersFired)),
+		metricsScalar("rstmdb_timers_guard_failed_total", "counter", "Timers spent without a write because their transition's guard failed.", metricsUint(snap.TimersGuardFailed)),
 	)
 
 	fams = append(fams, metricsProcessFamilies()...)

@@ -139,7 +139,8 @@ func (s *server) handleInfo(c *conn, p *InfoParams) (reply, *rcpError) {
 		ProtocolVersion int      `json:"protocol_version"`
 		ServerName      string   `json:"server_name"`
 		ServerVersion   string   `json:"server_version"`
-	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), maxSubsPerConn, protocolVersion, serverName, serverVersion}), lsn: s.readLSN()}, nil
+		Timers          any      `json:"timers"`
+	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), maxSubsPerConn, protocolVersion, serverName, serverVersion, s.timerInfo()}), lsn: s.readLSN()}, nil
 }
 
 // frameLimit is the largest request payload this server accepts.
@@ -513,12 +514,13 @@ func (s *server) handleGetInstance(c *conn, p *GetInstanceParams) (reply, *rcpEr
 	// after the lock is released.
 	s.st.mu.RLock()
 	in := s.st.instances[p.InstanceID]
+	timers := s.st.instanceTimers(p.InstanceID)
 	lsn := s.readLSN()
 	s.st.mu.RUnlock()
 	if in == nil {
 		return reply{}, instanceNotFound(p.InstanceID)
 	}
-	return reply{result: appendInstanceResult(nil, in), lsn: lsn}, nil
+	return reply{result: appendInstanceResult(nil, in, timers), lsn: lsn}, nil
 }
 
 func (s *server) handleListInstances(c *conn, p *ListInstancesParams) (reply, *rcpError) {
@@ -676,6 +678,7 @@ func (s *server) handleBatch(c *conn, p *BatchParams) (reply, *rcpError) {
 		lsn = got
 	}
 	s.st.undo = nil
+	s.st.flushTimers()
 	return reply{result: encMarshal(struct {
 		Results []batchSlot `json:"results"`
 	}{slots}), lsn: lsn, meta: true}, nil

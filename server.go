@@ -91,6 +91,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		return nil, fmt.Errorf("loading snapshot: %w", err)
 	}
 	s.st = st
+	st.armAll() // the snapshot's instances' timers; replay keeps them current
 	if cfg.AllowInstanceRecreate {
 		st.tombstones = nil
 	} else if st.tombstones == nil {
@@ -146,6 +147,11 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		defer s.wg.Done()
 		s.idemPruneLoop(s.stop, cfg.idemPruneTick)
 	}()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.timerLoop(s.stop)
+	}()
 	logger.Info("recovered", "snapshot", snapPath, "snapshot_lsn", snapLSN, "records_replayed", n,
 		"machines", len(s.st.machines), "instances", len(s.st.instances), "last_lsn", w.lastLSN(), "elapsed", time.Since(start))
 	return s, nil
@@ -199,6 +205,7 @@ func (s *server) metricsSnapshot() metricsSnapshot {
 		WalEntries: ws.EntryCount, WalSegments: ws.SegmentCount, WalSizeBytes: uint64(ws.TotalSizeBytes),
 		WalBytesWritten: ws.BytesWritten, WalBytesRead: ws.BytesRead, WalWrites: ws.Writes, WalReads: ws.Reads,
 		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN,
+		TimersArmed: uint64(s.st.timers.armed.Load()), TimersFired: s.st.timers.fired.Load(), TimersGuardFailed: s.st.timers.guardFailed.Load(),
 	}
 }
 

@@ -105,6 +105,9 @@ type state struct {
 	// undo, when set, collects what apply overwrites so an atomic batch can
 	// roll back. Only the batch handler sets it, under mu.
 	undo *undoLog
+
+	// timers are the armed timers (timer.go), derived from the instances.
+	timers *timerTable
 }
 
 // tombstoneSet is the set kind of state.tombstones: copy-on-write, so a
@@ -116,6 +119,7 @@ func newState(idemTTLms int64) *state {
 		machines:  map[string]map[uint32]*machineVersion{},
 		instances: map[string]*instance{},
 		idemTTL:   idemTTLms,
+		timers:    newTimerTable(),
 	}
 }
 
@@ -153,6 +157,7 @@ func (s *state) apply(r *record) {
 			id: r.InstanceID, mv: mv, state: mv.states[r.InitialState], ctx: ctxOrEmpty(r.InitialCtx),
 			lastLSN: r.lsn, createdAt: r.Time, updatedAt: r.Time,
 		})
+		s.markTimers(r.InstanceID)
 	case recApplyEvent:
 		inst := s.instances[r.InstanceID]
 		if inst == nil {
@@ -168,9 +173,11 @@ func (s *state) apply(r *record) {
 		next.lastLSN = r.lsn
 		next.updatedAt = r.Time
 		s.putInstance(&next)
+		s.markTimers(r.InstanceID)
 	case recDeleteInstance:
 		s.saveUndo(r.InstanceID)
 		s.removeInstance(r.InstanceID)
+		s.markTimers(r.InstanceID)
 		if s.tombstones != nil {
 			if s.undo != nil {
 				s.undo.tombstones = append(s.undo.tombstones, r.InstanceID)
@@ -194,6 +201,7 @@ func (s *state) apply(r *record) {
 		if s.tombstones != nil {
 			s.tombstones = new(tombstoneSet)
 		}
+		s.armAll()
 	}
 	if r.IdemKey != "" {
 		k := idemKey{r.typ, r.IdemKey}
@@ -206,6 +214,11 @@ func (s *state) apply(r *record) {
 	}
 	if r.lsn > s.applied {
 		s.applied = r.lsn
+	}
+	if s.undo == nil {
+		// Inside an atomic batch the batch handler flushes once the batch
+		// commits or rolls back.
+		s.flushTimers()
 	}
 }
 
@@ -328,6 +341,7 @@ func (s *state) rollback() {
 		s.tombstones.delete(id)
 	}
 	s.applied = u.applied
+	s.flushTimers()
 }
 
 // idemLookup returns the live entry for (typ, key), or nil.
@@ -433,7 +447,7 @@ func resultSize(r *record) int {
 // fields in key order, rendered as appendResult renders a write's (the ctx
 // is stored compact) instead of through reflection, which cost as much as
 // a whole APPLY_EVENT.
-func appendInstanceResult(p []byte, in *instance) []byte {
+func appendInstanceResult(p []byte, in *instance, timers []timerView) []byte {
 	ctx := ctxOrEmpty(in.ctx)
 	p = slices.Grow(p, len(ctx)+len(in.lastEventID)+len(in.mv.name)+len(in.state)+160)
 	p = append(p, `{"ctx":`...)
@@ -444,19 +458,22 @@ func appendInstanceResult(p []byte, in *instance) []byte {
 		p = append(p, `,"last_event_id":`...)
 		p = encAppendString(p, in.lastEventID)
 	}
-	return appendInstanceTail(p, in)
+	return appendInstanceTail(p, in, timers)
 }
 
 // appendInstanceTail appends the fields GET_INSTANCE and LIST_INSTANCES
 // share after the ones that differ, from last_wal_offset on, and the
 // closing brace.
-func appendInstanceTail(p []byte, in *instance) []byte {
+func appendInstanceTail(p []byte, in *instance, timers []timerView) []byte {
 	p = append(p, `,"last_wal_offset":`...)
 	p = strconv.AppendUint(p, in.lastLSN, 10)
 	p = append(p, `,"machine":`...)
 	p = encAppendString(p, in.mv.name)
 	p = append(p, `,"state":`...)
 	p = encAppendString(p, in.state)
+	if len(timers) > 0 {
+		p = appendTimers(p, timers)
+	}
 	p = append(p, `,"updated_at":`...)
 	p = strconv.AppendInt(p, in.updatedAt, 10)
 	p = append(p, `,"version":`...)
@@ -483,7 +500,7 @@ func appendListResult(p []byte, page []*instance, hasMore bool, total uint64) []
 		p = strconv.AppendInt(p, in.createdAt, 10)
 		p = append(p, `,"id":`...)
 		p = encAppendString(p, in.id)
-		p = appendInstanceTail(p, in)
+		p = appendInstanceTail(p, in, nil)
 	}
 	p = append(p, `],"total":`...)
 	p = strconv.AppendUint(p, total, 10)

@@ -73,7 +73,7 @@ func TestInstanceResultMatchesMarshal(t *testing.T) {
 			UpdatedAt     int64           `json:"updated_at"`
 			Version       uint32          `json:"version"`
 		}{ctxOrEmpty(in.ctx), in.createdAt, in.lastEventID, in.lastLSN, in.mv.name, in.state, in.updatedAt, in.mv.version})
-		if got := appendInstanceResult([]byte("prefix"), in); string(got) != "prefix"+string(want) {
+		if got := appendInstanceResult([]byte("prefix"), in, nil); string(got) != "prefix"+string(want) {
 			t.Errorf("appendInstanceResult:\n got %s\nwant prefix%s", got, want)
 		}
 	}

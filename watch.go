@@ -82,6 +82,10 @@ func renderEvent(lsn uint64, r *record) *watchEvent {
 	b = encAppendString(b, r.ToState)
 	b = append(b, `,"event":`...)
 	b = encAppendString(b, r.Event)
+	if r.Source != "" {
+		b = append(b, `,"source":`...)
+		b = encAppendString(b, r.Source)
+	}
 	b = append(b, `,"payload":`...)
 	b = append(b, ctxOrEmpty(r.Payload)...)
 	ev.noCtx = append(b[:len(b):len(b)], '}')
