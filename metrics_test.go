@@ -231,8 +231,10 @@ func TestMetricsExposition(t *testing.T) {
 	snap := metricsSnapshot{
 		Instances: 7, Machines: 2, WalEntries: 11, WalSegments: 1, WalSizeBytes: 4096,
 		WalBytesWritten: 5000, WalBytesRead: 300, WalWrites: 11, WalReads: 4, WalFsyncs: 4,
-		WalLastLSN: 1099511627786,
+		WalLastLSN: 1099511627786, TimersArmed: 3, TimersFired: 5, TimersGuardFailed: 1,
 	}
+	m.timerLag(2 * time.Millisecond)
+	m.timerLag(40 * time.Second)
 	p := metricsScrape(t, m.handler(func() metricsSnapshot { return snap }))
 
 	want := map[string]float64{
@@ -244,6 +246,7 @@ func TestMetricsExposition(t *testing.T) {
 		"rstmdb_connections_active":                                     1,
 		"rstmdb_connections_rejected_total":                             1,
 		"rstmdb_auth_failures_total":                                    1,
+		"rstmdb_accept_errors_total":                                    0,
 		metricsKey("rstmdb_subscriptions_active", "type", "all"):        1,
 		metricsKey("rstmdb_subscriptions_active", "type", "instance"):   1,
 		metricsKey("rstmdb_events_forwarded_total", "type", "all"):      5,
@@ -259,7 +262,13 @@ func TestMetricsExposition(t *testing.T) {
 		"rstmdb_wal_reads_total":                                        4,
 		"rstmdb_wal_fsyncs_total":                                       4,
 		"rstmdb_wal_last_offset":                                        1099511627786,
+		"rstmdb_timers_armed":                                           3,
+		"rstmdb_timers_fired_total":                                     5,
+		"rstmdb_timers_guard_failed_total":                              1,
 	}
+	metricsHist(want, "rstmdb_timer_fire_lag_seconds", nil,
+		[]string{"0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "5", "30", "120"},
+		[]float64{0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2}, 40.002)
 	const rd = "rstmdb_request_duration_seconds"
 	metricsHist(want, rd, []string{"operation", "APPLY_EVENT"}, metricsTestReqLEs,
 		[]float64{1, 1, 2, 2, 2, 2, 2, 2, 2, 2}, 0.011)
@@ -300,6 +309,7 @@ func TestMetricsExposition(t *testing.T) {
 		"rstmdb_connections_active":         "gauge",
 		"rstmdb_connections_rejected_total": "counter",
 		"rstmdb_auth_failures_total":        "counter",
+		"rstmdb_accept_errors_total":        "counter",
 		"rstmdb_subscriptions_active":       "gauge",
 		"rstmdb_events_forwarded_total":     "counter",
 		"rstmdb_wal_fsync_duration_seconds": "histogram",
@@ -315,6 +325,10 @@ func TestMetricsExposition(t *testing.T) {
 		"rstmdb_wal_reads_total":            "counter",
 		"rstmdb_wal_fsyncs_total":           "counter",
 		"rstmdb_wal_last_offset":            "gauge",
+		"rstmdb_timers_armed":               "gauge",
+		"rstmdb_timers_fired_total":         "counter",
+		"rstmdb_timers_guard_failed_total":  "counter",
+		"rstmdb_timer_fire_lag_seconds":     "histogram",
 		"process_start_time_seconds":        "gauge",
 		"process_cpu_seconds_total":         "counter",
 		"go_goroutines":                     "gauge",
