@@ -54,6 +54,7 @@ type crashReport struct {
 	Cycles, GarbageTails, EqualityChecks, Compactions int
 	AckedEvents, AckedBatches                         int64
 	MaxLSN                                            uint64
+	TimerFires                                        int64 // batch instances archived by their timer
 }
 
 // crashProc is a running server child.
@@ -132,7 +133,44 @@ func (p *crashProc) stop() error {
 }
 
 const crashCounterMachine = `{"machine":"crash-ctr","version":1,"definition":{"states":["s"],"initial":"s","transitions":[{"from":"s","event":"INC","to":"s","guard":"ctx.n >= 0"}]}}`
-const crashBatchMachine = `{"machine":"crash-bat","version":1,"definition":{"states":["new","done"],"initial":"new","transitions":[{"from":"new","event":"FIN","to":"done"}]}}`
+// crashBatchMachine's instances are archived by a timer crashTimerMS after
+// their batch, so the loop also crashes between arming and firing, and
+// right after fires.
+const crashBatchMachine = `{"machine":"crash-bat","version":1,"definition":{"states":["new","done","archived"],"initial":"new","transitions":[{"from":"new","event":"FIN","to":"done"},{"from":"done","event":"ARCHIVE","to":"archived","after_ms":100}]}}`
+
+// crashTimerWait bounds how long after a restart every armed timer of a
+// batch instance (all due by then: nothing is written meanwhile) must
+// have fired.
+const crashTimerWait = 15 * time.Second
+
+// crashWaitFires waits until no batch instance is still waiting for its
+// timer: a timer lost in a crash would leave one "done" for ever. It
+// returns how many are archived.
+func crashWaitFires(c *client) (int64, error) {
+	deadline := time.Now().Add(crashTimerWait)
+	for {
+		res, err := crashCall(c, "LIST_INSTANCES", `{"machine":"crash-bat","state":"done","limit":1}`)
+		if err != nil {
+			return 0, err
+		}
+		var l struct{ Total int64 }
+		json.Unmarshal(res, &l)
+		if l.Total == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("LOST TIMER: %d batch instances still wait for a timer due %s ago", l.Total, crashTimerWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	res, err := crashCall(c, "LIST_INSTANCES", `{"machine":"crash-bat","state":"archived","limit":1}`)
+	if err != nil {
+		return 0, err
+	}
+	var l struct{ Total int64 }
+	json.Unmarshal(res, &l)
+	return l.Total, nil
+}
 
 // crashCall runs one request and requires success.
 func crashCall(c *client, op, params string) (json.RawMessage, error) {
@@ -338,6 +376,16 @@ func crashRun(cfg crashConfig) (rep crashReport, err error) {
 				return fmt.Errorf("PARTIAL BATCH: the batch counter is %d but %d batch instances exist", b, l.Total)
 			}
 			ackedBatch, sentBatch = b, b
+			// Every timer armed before the kill fires once after it: all
+			// are due by now, and a fire moves its instance on for good.
+			fires, err := crashWaitFires(c)
+			if err != nil {
+				return err
+			}
+			if fires != b {
+				return fmt.Errorf("TIMERS: %d batch instances archived of %d", fires, b)
+			}
+			rep.TimerFires = fires
 			return nil
 		}
 		if err := check(); err != nil {
@@ -552,6 +600,12 @@ func crashRun(cfg crashConfig) (rep crashReport, err error) {
 	if b < ackedBatch || b > sentBatch {
 		return rep, fail(cfg.Cycles, p, "batch counter %d, acknowledged %d, sent %d", b, ackedBatch, sentBatch)
 	}
+	if rep.TimerFires, err = crashWaitFires(c); err != nil {
+		return rep, fail(cfg.Cycles, p, "%v", err)
+	}
+	if rep.TimerFires != b {
+		return rep, fail(cfg.Cycles, p, "TIMERS: %d batch instances archived of %d", rep.TimerFires, b)
+	}
 	return rep, nil
 }
 
@@ -670,8 +724,8 @@ func crashMain(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintf(stdout, "crashtest: %d cycles, seed %d, data %s\n", *cycles, *seed, *dir)
 	start := time.Now()
 	rep, err := crashRun(cfg)
-	fmt.Fprintf(stdout, "crashtest: %d cycles in %s: %d acknowledged events, %d acknowledged atomic batches, %d compactions, %d garbage tails, %d restart-equality checks, last LSN %d\n",
-		rep.Cycles, time.Since(start).Round(time.Millisecond), rep.AckedEvents, rep.AckedBatches, rep.Compactions, rep.GarbageTails, rep.EqualityChecks, rep.MaxLSN)
+	fmt.Fprintf(stdout, "crashtest: %d cycles in %s: %d acknowledged events, %d acknowledged atomic batches, %d compactions, %d garbage tails, %d restart-equality checks, %d timer fires, last LSN %d\n",
+		rep.Cycles, time.Since(start).Round(time.Millisecond), rep.AckedEvents, rep.AckedBatches, rep.Compactions, rep.GarbageTails, rep.EqualityChecks, rep.TimerFires, rep.MaxLSN)
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb crashtest: FAILED: %v\n(data kept in %s)\n", err, *dir)
 		return 1
