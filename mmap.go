@@ -132,28 +132,13 @@ func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	return sysOpen(name, flag, perm)
 }
 
-// The descriptor-based names below are what wal*.go and bench.go called
-// before the functions above existed. They stay until those files pass the
-// *os.File instead; an fd from int(f.Fd()) round-trips through int on every
-// platform, a Windows HANDLE included.
-
-func mmapReadOnly(fd int, size int64) ([]byte, error) {
-	if int64(int(size)) != size || size <= 0 {
-		return nil, fmt.Errorf("cannot map %d bytes on this platform", size)
-	}
-	return sysMap(uintptr(fd), int(size))
-}
-
-func mmapUnmap(b []byte) error { return unmapFile(b) }
+// mmapFallocate and mmapFdatasync are the descriptor-based names bench.go
+// still calls (its fsync baseline); they go when it passes its *os.File to
+// preallocate and syncData. An fd from int(f.Fd()) round-trips through int on
+// every platform, a Windows HANDLE included. Unlike preallocate,
+// mmapFallocate returns errors.ErrUnsupported where there is no allocation
+// call instead of writing zeros.
 
 func mmapFallocate(fd int, size int64) error { return sysAllocate(uintptr(fd), size) }
 
 func mmapFdatasync(fd int) error { return sysSyncData(uintptr(fd)) }
-
-func mmapSyncDir(dir string) error { return sysSyncDir(dir) }
-
-func mmapDataRegion(fd int, off int64) (start, end int64, more bool, err error) {
-	return sysDataRegion(uintptr(fd), off)
-}
-
-func mmapLockFile(path string) (*os.File, error) { return lockFile(path) }

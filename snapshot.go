@@ -290,16 +290,16 @@ func writeSnapshot(dir string, img *snapImage) (string, int64, error) {
 	defer os.Remove(tmp.Name()) // no-op once renamed
 	size, err := img.encode(tmp)
 	if err == nil {
-		err = tmp.Sync()
+		err = syncData(tmp)
 	}
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), final)
+		err = renameFile(tmp.Name(), final)
 	}
 	if err == nil {
-		err = mmapSyncDir(dir)
+		err = syncDir(dir)
 	}
 	if err != nil {
 		return "", 0, fmt.Errorf("writing snapshot %s: %w", final, err)
@@ -397,7 +397,7 @@ func (s *server) compact() (compactResult, error) {
 		}
 	}
 	if len(paths) > 1 {
-		if err := mmapSyncDir(dir); err != nil {
+		if err := syncDir(dir); err != nil {
 			return res, err
 		}
 	}
@@ -476,16 +476,17 @@ func writeInstanceSnapshot(dir string, in *instance) (instanceSnapshotResult, er
 	err := os.WriteFile(tmp, body, 0o644)
 	if err == nil {
 		var f *os.File
-		if f, err = os.Open(tmp); err == nil {
-			err = f.Sync()
+		// Read-write: Windows flushes only a handle that may write.
+		if f, err = os.OpenFile(tmp, os.O_RDWR, 0); err == nil {
+			err = syncData(f)
 			f.Close()
 		}
 	}
 	if err == nil {
-		err = os.Rename(tmp, final)
+		err = renameFile(tmp, final)
 	}
 	if err == nil {
-		err = mmapSyncDir(dir)
+		err = syncDir(dir)
 	}
 	if err != nil {
 		os.Remove(tmp)

@@ -173,7 +173,7 @@ func TestFsyncFailureIsFatal(t *testing.T) {
 			ts.srv.fatal = func(err error) { fatal <- err }
 			w := ts.srv.log
 			w.mu.Lock()
-			w.fdatasync = func(int) error { return syscall.EIO }
+			w.fdatasync = func(*os.File) error { return syscall.EIO }
 			w.mu.Unlock()
 			var fired error
 			for i := 0; i < 400 && fired == nil; i++ {

@@ -198,7 +198,6 @@ type walSegment struct {
 	last    uint64 // LSN of the last record; first-1 when empty
 	path    string
 	f       *os.File
-	fd      int
 	data    []byte  // read-only mapping of the whole file
 	size    int64   // file size, all preallocated
 	end     int64   // bytes of record data: where the next record goes
@@ -207,7 +206,7 @@ type walSegment struct {
 	named   bool    // renamed to walSegmentName(first); false while temporary
 	dirty   bool    // written since its last fdatasync
 	idx     []int64 // idx[k] is the offset of record first+k*walIndexStride
-	refs    int     // readers and the committer using data or fd (under wal.mu)
+	refs    int     // readers and the committer using data or f (under wal.mu)
 	removed bool    // no longer in wal.segs; released when refs drops to 0
 }
 
@@ -219,8 +218,8 @@ type wal struct {
 
 	// Fault seams, replaced by tests right after openWAL (or later, under
 	// mu: the committer reads them under mu).
-	fdatasync func(fd int) error
-	fallocate func(fd int, size int64) error
+	fdatasync func(f *os.File) error
+	fallocate func(f *os.File, size int64) error
 	syncDir   func(dir string) error
 	writeAt   func(f *os.File, b []byte, off int64) (int, error)
 
@@ -354,9 +353,9 @@ func openWAL(dir string, opts walOptions) (*wal, error) {
 		dir:       dir,
 		opts:      opts,
 		log:       logger,
-		fdatasync: mmapFdatasync,
-		fallocate: mmapFallocate,
-		syncDir:   mmapSyncDir,
+		fdatasync: syncData,
+		fallocate: preallocate,
+		syncDir:   syncDir,
 		writeAt:   func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) },
 		// Deferred writes need the committer to run as soon as anything is
 		// pending, which only every_write promises.
@@ -625,7 +624,7 @@ func (w *wal) commit() error {
 				}
 				w.fsyncs.Add(1)
 			}
-			if err = os.Rename(j.tmp, j.install); err != nil {
+			if err = renameFile(j.tmp, j.install); err != nil {
 				op = "rename segment"
 				break
 			}
@@ -645,7 +644,7 @@ func (w *wal) commit() error {
 			break
 		}
 		start := time.Now()
-		if err = fdatasync(j.s.fd); err != nil {
+		if err = fdatasync(j.s.f); err != nil {
 			op = "fdatasync " + j.name
 			break
 		}

@@ -44,13 +44,13 @@ type segScanResult struct {
 }
 
 // segNonZero returns the offset of the first non-zero byte of data (the
-// mapping of fd) at or after from, or -1. It reads only the regions the file
+// mapping of f) at or after from, or -1. It reads only the regions the file
 // system reports as data, so the untouched preallocated part of a segment
 // costs no page faults.
-func segNonZero(fd int, data []byte, from int64) int64 {
+func segNonZero(f *os.File, data []byte, from int64) int64 {
 	n := int64(len(data))
 	for from < n {
-		start, end, more, err := mmapDataRegion(fd, from)
+		start, end, more, err := dataRegion(f, from)
 		if err != nil {
 			start, end, more = from, n, true
 		}
@@ -66,10 +66,10 @@ func segNonZero(fd int, data []byte, from int64) int64 {
 	return -1
 }
 
-// segScan verifies the records of one segment (mapped as data from fd),
+// segScan verifies the records of one segment (mapped as data from f),
 // stopping at the end marker or the first problem. Everything after the end
 // marker must be zero.
-func segScan(fd int, data []byte, first uint64) segScanResult {
+func segScan(f *os.File, data []byte, first uint64) segScanResult {
 	r := segScanResult{last: first - 1}
 	fail := func(off int64, format string, args ...any) segScanResult {
 		r.bad, r.badOff, r.reason = true, off, fmt.Sprintf(format, args...)
@@ -79,7 +79,7 @@ func segScan(fd int, data []byte, first uint64) segScanResult {
 	off := int64(0)
 	for {
 		if n-off < walHeaderSize || walFirstNonZero(data[off:off+walHeaderSize]) < 0 {
-			if i := segNonZero(fd, data, off); i >= 0 {
+			if i := segNonZero(f, data, off); i >= 0 {
 				return fail(i, "non-zero bytes after the end of data")
 			}
 			return r
@@ -151,11 +151,11 @@ func segValidRecord(data []byte, off int64, after uint64) (lsn uint64, size int6
 // segFindValid returns the offset and LSN of the first intact record at or
 // after from (8-byte aligned) whose LSN is above after, or off -1. Zero
 // regions are skipped without reading them.
-func segFindValid(fd int, data []byte, from int64, after uint64) (off int64, lsn uint64) {
+func segFindValid(f *os.File, data []byte, from int64, after uint64) (off int64, lsn uint64) {
 	n := int64(len(data))
 	off = (from + 7) &^ 7
 	for off+walHeaderSize <= n {
-		nz := segNonZero(fd, data, off)
+		nz := segNonZero(f, data, off)
 		if nz < 0 {
 			return -1, 0
 		}
@@ -189,8 +189,8 @@ func segLostSector(data []byte, from, to int64) bool {
 // were written after it and so were never synced. Anything else followed by
 // an intact record with a higher LSN is damage to data that was already
 // durable. It returns the first such intact record (off -1 when none).
-func segDamage(fd int, data []byte, r segScanResult) (torn bool, off int64, lsn uint64) {
-	off, lsn = segFindValid(fd, data, r.end, r.last)
+func segDamage(f *os.File, data []byte, r segScanResult) (torn bool, off int64, lsn uint64) {
+	off, lsn = segFindValid(f, data, r.end, r.last)
 	if off < 0 {
 		return true, -1, 0
 	}
@@ -208,9 +208,9 @@ func (r *segScanResult) markCorrupt(vOff int64, vLSN uint64) {
 
 // segCountValid counts the intact records from off on, following record
 // sizes and resynchronising past damage, to say what a repair drops.
-func segCountValid(fd int, data []byte, off int64, after uint64) (count, last uint64) {
+func segCountValid(f *os.File, data []byte, off int64, after uint64) (count, last uint64) {
 	for {
-		off, lsn := segFindValid(fd, data, off, after)
+		off, lsn := segFindValid(f, data, off, after)
 		if off < 0 {
 			return count, last
 		}
@@ -255,7 +255,7 @@ func (w *wal) recover() error {
 			return err
 		}
 		w.segs = append(w.segs, s)
-		r := segScan(s.fd, s.data, s.first)
+		r := segScan(s.f, s.data, s.first)
 		if r.bad && !isLast {
 			return fmt.Errorf("%w: segment %s: offset %d: %s", walErrCorrupt, sf.name, r.badOff, r.reason)
 		}
@@ -263,7 +263,7 @@ func (w *wal) recover() error {
 			return fmt.Errorf("%w: segment %s: offset 0: sealed segment holds no record", walErrCorrupt, sf.name)
 		}
 		if r.bad {
-			if torn, vOff, vLSN := segDamage(s.fd, s.data, r); !torn {
+			if torn, vOff, vLSN := segDamage(s.f, s.data, r); !torn {
 				r.markCorrupt(vOff, vLSN)
 				return fmt.Errorf("%w: segment %s: offset %d: %s; the data is left as it is (stmdb wal repair truncates here, dropping what follows)",
 					walErrCorrupt, sf.name, r.badOff, r.reason)
@@ -324,7 +324,7 @@ func (w *wal) recover() error {
 		dirChanged = true
 	}
 	act := w.segs[len(w.segs)-1]
-	if err := w.fdatasync(act.fd); err != nil {
+	if err := w.fdatasync(act.f); err != nil {
 		return walIOErr("fdatasync "+filepath.Base(act.path), err)
 	}
 	w.fsyncs.Add(1)
@@ -343,7 +343,7 @@ func (w *wal) recover() error {
 // walLock takes the directory lock, failing at once if another process (or
 // another wal in this one) holds it.
 func walLock(dir string) (*os.File, error) {
-	f, err := mmapLockFile(filepath.Join(dir, walLockName))
+	f, err := lockFile(filepath.Join(dir, walLockName))
 	if err != nil {
 		return nil, walIOErr("lock "+dir+" (is another server using it?)", err)
 	}
@@ -413,16 +413,16 @@ func verifyWAL(dir string) (walReport, error) {
 		if err != nil {
 			return rep, err
 		}
-		r := segScan(s.fd, s.data, sf.first)
+		r := segScan(s.f, s.data, sf.first)
 		torn := isLast
 		if r.bad && isLast {
 			var vOff int64
 			var vLSN uint64
-			if torn, vOff, vLSN = segDamage(s.fd, s.data, r); !torn {
+			if torn, vOff, vLSN = segDamage(s.f, s.data, r); !torn {
 				r.markCorrupt(vOff, vLSN)
 			}
 		}
-		mmapUnmap(s.data)
+		unmapFile(s.data)
 		s.f.Close()
 		rep.Segments = append(rep.Segments, walSegmentInfo{Name: sf.name, FirstLSN: sf.first, LastLSN: r.last,
 			Records: r.records, DataBytes: r.end, FileBytes: s.size})
@@ -474,8 +474,8 @@ func repairWAL(dir string) (walReport, error) {
 		if err != nil {
 			return rep, err
 		}
-		n, last := segCountValid(s.fd, s.data, from, rep.LastLSN)
-		mmapUnmap(s.data)
+		n, last := segCountValid(s.f, s.data, from, rep.LastLSN)
+		unmapFile(s.data)
 		s.f.Close()
 		rep.Dropped += n
 		rep.DroppedLast = max(rep.DroppedLast, last)
@@ -491,10 +491,10 @@ func repairWAL(dir string) (walReport, error) {
 			err = f.Truncate(p.Cut)
 		}
 		if err == nil {
-			err = mmapFallocate(int(f.Fd()), max(fi.Size(), p.Cut))
+			err = preallocate(f, max(fi.Size(), p.Cut))
 		}
 		if err == nil {
-			err = mmapFdatasync(int(f.Fd()))
+			err = syncData(f)
 		}
 		if cerr := f.Close(); err == nil {
 			err = cerr
@@ -511,7 +511,7 @@ func repairWAL(dir string) (walReport, error) {
 		}
 		rep.Removed = append(rep.Removed, sf.name)
 	}
-	if err := mmapSyncDir(dir); err != nil {
+	if err := syncDir(dir); err != nil {
 		return rep, walIOErr("fsync directory", err)
 	}
 	return rep, nil

@@ -24,7 +24,7 @@ func (w *wal) segDropAll() error {
 
 // segOpen opens and maps an existing segment file.
 func segOpen(path string, first uint64, flag int) (*walSegment, error) {
-	f, err := os.OpenFile(path, flag, 0)
+	f, err := openFile(path, flag, 0)
 	if err != nil {
 		return nil, walIOErr("open segment", err)
 	}
@@ -33,9 +33,9 @@ func segOpen(path string, first uint64, flag int) (*walSegment, error) {
 		f.Close()
 		return nil, walIOErr("stat segment", err)
 	}
-	s := &walSegment{first: first, last: first - 1, path: path, f: f, fd: int(f.Fd()), size: fi.Size()}
+	s := &walSegment{first: first, last: first - 1, path: path, f: f, size: fi.Size()}
 	if s.size > 0 {
-		if s.data, err = mmapReadOnly(s.fd, s.size); err != nil {
+		if s.data, err = mapFile(f, s.size); err != nil {
 			f.Close()
 			return nil, walIOErr("mmap "+filepath.Base(path), err)
 		}
@@ -47,24 +47,24 @@ func segOpen(path string, first uint64, flag int) (*walSegment, error) {
 // segment size, so everything from off on reads as zeros.
 func (w *wal) segTruncate(s *walSegment, off int64) error {
 	size := max(s.size, w.opts.SegmentSize)
-	if err := mmapUnmap(s.data); err != nil {
+	if err := unmapFile(s.data); err != nil {
 		return walIOErr("munmap", err)
 	}
 	s.data = nil
 	if err := s.f.Truncate(off); err != nil {
 		return walIOErr("truncate "+filepath.Base(s.path), err)
 	}
-	if err := w.fallocate(s.fd, size); err != nil {
+	if err := w.fallocate(s.f, size); err != nil {
 		return walIOErr("preallocate "+filepath.Base(s.path), err)
 	}
-	if err := w.fdatasync(s.fd); err != nil {
+	if err := w.fdatasync(s.f); err != nil {
 		return walIOErr("fdatasync "+filepath.Base(s.path), err)
 	}
 	w.fsyncs.Add(1)
 	var err error
 	s.size = size
 	s.zeroed = min(s.zeroed, off)
-	if s.data, err = mmapReadOnly(s.fd, size); err != nil {
+	if s.data, err = mapFile(s.f, size); err != nil {
 		return walIOErr("mmap "+filepath.Base(s.path), err)
 	}
 	return nil
@@ -80,19 +80,19 @@ func (w *wal) tmpName(kind string) string {
 
 // segCreate creates the temporary file name, preallocates size bytes and
 // maps it. The caller names it with segInstall.
-func (w *wal) segCreate(name string, size int64, fallocate func(int, int64) error) (*walSegment, error) {
+func (w *wal) segCreate(name string, size int64, fallocate func(*os.File, int64) error) (*walSegment, error) {
 	path := filepath.Join(w.dir, name)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := openFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	s := &walSegment{path: path, f: f, fd: int(f.Fd()), size: size}
-	if err := fallocate(s.fd, size); err != nil {
+	s := &walSegment{path: path, f: f, size: size}
+	if err := fallocate(s.f, size); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, err
 	}
-	if s.data, err = mmapReadOnly(s.fd, size); err != nil {
+	if s.data, err = mapFile(s.f, size); err != nil {
 		f.Close()
 		os.Remove(path)
 		return nil, err
@@ -104,7 +104,7 @@ func (w *wal) segCreate(name string, size int64, fallocate func(int, int64) erro
 // first LSN. The directory must be fsynced afterwards.
 func (w *wal) segInstall(s *walSegment, first uint64) error {
 	path := filepath.Join(w.dir, walSegmentName(first))
-	if err := os.Rename(s.path, path); err != nil {
+	if err := renameFile(s.path, path); err != nil {
 		os.Remove(s.path)
 		return walIOErr("rename segment", err)
 	}
@@ -117,7 +117,7 @@ func (w *wal) segRelease(s *walSegment) {
 	if s.f == nil {
 		return
 	}
-	if err := mmapUnmap(s.data); err != nil {
+	if err := unmapFile(s.data); err != nil {
 		w.log.Warn("wal: munmap failed", "segment", filepath.Base(s.path), "err", err)
 	}
 	s.data = nil
@@ -193,7 +193,7 @@ func (w *wal) segRotate(need int64) error {
 			// Seal: the old segment is complete on disk before the new one
 			// is used, so recovery may treat damage in a sealed segment as
 			// corruption.
-			if err := w.fdatasync(act.fd); err != nil {
+			if err := w.fdatasync(act.f); err != nil {
 				w.segRelease(s)
 				os.Remove(s.path)
 				w.failLocked("fdatasync "+filepath.Base(act.path), err)

@@ -487,15 +487,15 @@ func TestWALRemoveThrough(t *testing.T) {
 }
 
 // walTestCounter is an fdatasync seam that counts calls.
-func walTestCounter(calls *atomic.Int64) func(int) error {
-	return func(fd int) error { calls.Add(1); return mmapFdatasync(fd) }
+func walTestCounter(calls *atomic.Int64) func(*os.File) error {
+	return func(f *os.File) error { calls.Add(1); return syncData(f) }
 }
 
 func TestWALEveryWriteWaitsForSync(t *testing.T) {
 	w := walTestOpen(t, t.TempDir(), walOptions{})
 	defer walTestClose(t, w)
 	gate := make(chan struct{})
-	w.fdatasync = func(fd int) error { <-gate; return mmapFdatasync(fd) }
+	w.fdatasync = func(f *os.File) error { <-gate; return syncData(f) }
 	ch := w.durableNotify()
 	lsn := walTestAppend(t, w, 3)
 	done := make(chan error, 1)
@@ -612,12 +612,12 @@ func TestWALStickyFsyncFailure(t *testing.T) {
 	w := walTestOpen(t, t.TempDir(), walOptions{})
 	gate := make(chan struct{})
 	var calls atomic.Int64
-	w.fdatasync = func(fd int) error {
+	w.fdatasync = func(f *os.File) error {
 		if calls.Add(1) == 1 {
 			<-gate
 			return syscall.EIO
 		}
-		return mmapFdatasync(fd)
+		return syncData(f)
 	}
 	ch := w.durableNotify()
 	first := walTestAppend(t, w, 1) // the committer takes it and blocks in the seam
@@ -743,7 +743,7 @@ func TestWALFallocateENOSPC(t *testing.T) {
 	dir := t.TempDir()
 	opts := walOptions{SegmentSize: walTestSeg}
 	w := walTestOpen(t, dir, opts)
-	w.fallocate = func(int, int64) error { return syscall.ENOSPC }
+	w.fallocate = func(*os.File, int64) error { return syscall.ENOSPC }
 	var last uint64
 	var err error
 	for range 1000 {
@@ -776,11 +776,11 @@ func TestWALFallocateENOSPC(t *testing.T) {
 		t.Errorf("after reopen (-want +got):\n%s", diff)
 	}
 	// Space is back: the same log goes on with the next LSN.
-	w.fallocate = func(int, int64) error { return syscall.ENOSPC }
+	w.fallocate = func(*os.File, int64) error { return syscall.ENOSPC }
 	if _, err := w.append(1, make([]byte, walTestSeg)); !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("append = %v, want ENOSPC", err)
 	}
-	w.fallocate = mmapFallocate
+	w.fallocate = preallocate
 	last = walTestAppend(t, w, 50)
 	walTestClose(t, w)
 	w = walTestOpen(t, dir, opts)
@@ -993,12 +993,12 @@ func TestWALCrashPoints(t *testing.T) {
 		points.Add(1)
 	}
 	w.mu.Lock()
-	w.fdatasync = func(fd int) error { check("fdatasync"); return mmapFdatasync(fd) }
+	w.fdatasync = func(f *os.File) error { check("fdatasync"); return syncData(f) }
 	w.syncDir = func(d string) error {
 		if !trimming.Load() {
 			check("directory fsync")
 		}
-		return mmapSyncDir(d)
+		return syncDir(d)
 	}
 	w.mu.Unlock()
 
