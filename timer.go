@@ -237,8 +237,11 @@ func appendTimers(p []byte, ts []timerView) []byte {
 }
 
 const (
-	// timerBatch bounds the fires per hold of the state lock.
-	timerBatch = 256
+	// timerBatch bounds the fires per hold of the state lock. After a full
+	// round the loop waits for its records to be durable before the next,
+	// so that a burst of due timers shares group commits with the clients
+	// instead of holding the lock back to back.
+	timerBatch = 128
 	// timerMaxSleep bounds how long the loop sleeps, so that a forward
 	// step of the wall clock is noticed.
 	timerMaxSleep = time.Second
@@ -253,9 +256,13 @@ func (s *server) timerLoop(stop <-chan struct{}) {
 	defer sleep.Stop()
 	for {
 		now := s.now()
-		n, next := s.fireDue(now)
+		n, next, last := s.fireDue(now)
 		if n == timerBatch {
-			continue // more are due; the lock was released in between
+			// More are due: let this round reach the disk first.
+			if last > 0 && s.log.waitDurable(last) != nil {
+				return
+			}
+			continue
 		}
 		wait := timerMaxSleep
 		if next > 0 {
@@ -278,8 +285,9 @@ func (s *server) timerLoop(stop <-chan struct{}) {
 }
 
 // fireDue applies up to timerBatch due timers under one hold of the state
-// lock and returns how many it tried and the next due time (0: none).
-func (s *server) fireDue(now int64) (n int, next int64) {
+// lock and returns how many it tried, the next due time (0: none) and the
+// LSN of the last record it wrote (0: none).
+func (s *server) fireDue(now int64) (n int, next int64, last uint64) {
 	t := s.st.timers
 	var fired []timerFire
 	s.st.mu.Lock()
@@ -318,9 +326,10 @@ func (s *server) fireDue(now int64) (n int, next int64) {
 	}
 	s.st.mu.Unlock()
 	if len(fired) > 0 {
+		last = fired[len(fired)-1].lsn
 		go s.observeFires(fired)
 	}
-	return n, next
+	return n, next, last
 }
 
 // timerSource marks a fired timer's record and its watch event.
