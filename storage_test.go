@@ -230,7 +230,7 @@ func TestWALReadLargeLimit(t *testing.T) {
 			Offset uint64 `json:"offset"`
 		} `json:"records"`
 	}
-	read := func(t *testing.T, c *client, from uint64, limit int) page {
+	read := func(t *testing.T, c *client, from uint64, limit int64) page {
 		var p page
 		if err := json.Unmarshal(mustOK(t, c, "WAL_READ", fmt.Sprintf(`{"from_offset":%d,"limit":%d}`, from, limit)), &p); err != nil {
 			t.Fatal(err)
