@@ -133,7 +133,8 @@ func (p *crashProc) stop() error {
 }
 
 const crashCounterMachine = `{"machine":"crash-ctr","version":1,"definition":{"states":["s"],"initial":"s","transitions":[{"from":"s","event":"INC","to":"s","guard":"ctx.n >= 0"}]}}`
-// crashBatchMachine's instances are archived by a timer crashTimerMS after
+
+// crashBatchMachine's instances are archived by a timer 100 ms after
 // their batch, so the loop also crashes between arming and firing, and
 // right after fires.
 const crashBatchMachine = `{"machine":"crash-bat","version":1,"definition":{"states":["new","done","archived"],"initial":"new","transitions":[{"from":"new","event":"FIN","to":"done"},{"from":"done","event":"ARCHIVE","to":"archived","after_ms":100}]}}`
