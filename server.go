@@ -39,6 +39,8 @@ type server struct {
 
 	hub         *watchHub
 	frameBudget *frameBudget // shared bound on large request buffers
+	outBudget   *outBudget   // shared bound on queued output (maxQueuedTotal)
+	connQueue   int          // per-connection bound on queued output (maxQueuedBytes)
 	metrics     *metrics
 	tlsConfig   *tls.Config
 
@@ -70,6 +72,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	s := &server{
 		cfg: cfg, logger: logger, conns: map[*conn]struct{}{}, metrics: newMetrics(),
 		frameBudget: newFrameBudget(largeRequestBudget),
+		outBudget:   newOutBudget(maxQueuedTotal, queueReserve), connQueue: maxQueuedBytes,
 	}
 	if cfg.TLSEnabled {
 		tc, err := buildTLSConfig(cfg)
@@ -400,36 +403,158 @@ type conn struct {
 	rec          record // a single APPLY_EVENT's record, reused
 }
 
-// maxQueuedBytes bounds what one connection may have queued for sending
-// (replies and events) while its client is not reading: the reader and the
-// pump wait for the writer beyond it. A single larger message still goes.
-const maxQueuedBytes = 32 << 20
+// Output queue bounds. Each connection may have connQueueCap bytes queued
+// for its writer (replies and events its client has not read yet), and all
+// connections together the server's outBudget. Beyond either bound the
+// reader stops reading requests (a client that does not read holds its own
+// requests back) and the pump stops reading the log (its subscriptions
+// fall behind and are fed from the log later); nothing is dropped. A
+// single message larger than a bound still goes when nothing else is
+// queued under it, and every connection may queue queueReserve bytes
+// whatever the others hold, so clients that stop reading cannot stall
+// everyone else's small replies. All told, the server queues at most
+// max(outBudget, one message) + queueReserve per connection.
+const (
+	maxQueuedBytes = 32 << 20  // per connection
+	maxQueuedTotal = 256 << 20 // per server
+	queueReserve   = 64 << 10  // per connection, outside the server's cap
+)
 
-// byteGate counts queued bytes against maxQueuedBytes.
+// outBudget counts the bytes queued for output on all connections against
+// the server-wide cap. The common path is an atomic compare-and-swap; only
+// waiting and waking take the mutex.
+type outBudget struct {
+	limit   int64
+	reserve int
+	queued  atomic.Int64
+	peak    atomic.Int64 // high-water mark of queued
+	waiters atomic.Int32 // goroutines between waitChan and doneWaiting
+
+	mu   sync.Mutex
+	wake chan struct{} // closed and replaced on release while anyone waits
+}
+
+func newOutBudget(limit int64, reserve int) *outBudget {
+	return &outBudget{limit: limit, reserve: reserve}
+}
+
+// take adds n bytes if they fit under the cap, or the budget is empty.
+func (b *outBudget) take(n int64) bool {
+	for {
+		cur := b.queued.Load()
+		if cur != 0 && cur+n > b.limit {
+			return false
+		}
+		if b.queued.CompareAndSwap(cur, cur+n) {
+			b.notePeak(cur + n)
+			return true
+		}
+	}
+}
+
+// force adds n bytes whatever the cap (a connection's reserve).
+func (b *outBudget) force(n int64) { b.notePeak(b.queued.Add(n)) }
+
+func (b *outBudget) notePeak(v int64) {
+	for p := b.peak.Load(); v > p && !b.peak.CompareAndSwap(p, v); p = b.peak.Load() {
+	}
+}
+
+func (b *outBudget) release(n int64) {
+	b.queued.Add(-n)
+	if b.waiters.Load() > 0 {
+		b.mu.Lock()
+		if b.wake != nil {
+			close(b.wake)
+			b.wake = nil
+		}
+		b.mu.Unlock()
+	}
+}
+
+// waitChan registers a waiter and returns a channel closed by the next
+// release. The caller checks again after it (a release in between has
+// already counted it), waits, then calls doneWaiting.
+func (b *outBudget) waitChan() <-chan struct{} {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.waiters.Add(1)
+	if b.wake == nil {
+		b.wake = make(chan struct{})
+	}
+	return b.wake
+}
+
+func (b *outBudget) doneWaiting() { b.waiters.Add(-1) }
+
+// byteGate counts a connection's queued bytes against its own bound and
+// the server's outBudget.
 type byteGate struct {
+	limit  int // connQueueCap
+	budget *outBudget
+
 	mu     sync.Mutex
 	queued int
+	peak   int           // high-water mark of queued
 	wake   chan struct{} // closed and replaced when bytes are released
 }
 
-// acquire waits until n more bytes fit (or nothing is queued), or quit.
+// admitLocked adds n bytes if both bounds allow it; local reports whether
+// the connection's own bound did. Caller holds g.mu.
+func (g *byteGate) admitLocked(n int) (ok, local bool) {
+	if g.queued != 0 && g.queued+n > g.limit {
+		return false, false
+	}
+	if g.queued+n <= g.budget.reserve {
+		g.budget.force(int64(n))
+	} else if !g.budget.take(int64(n)) {
+		return false, true
+	}
+	g.queued += n
+	g.peak = max(g.peak, g.queued)
+	return true, true
+}
+
+// acquire waits until n more bytes may be queued, or quit.
 func (g *byteGate) acquire(n int, quit <-chan struct{}) bool {
 	for {
 		g.mu.Lock()
-		if g.queued == 0 || g.queued+n <= maxQueuedBytes {
-			g.queued += n
+		ok, local := g.admitLocked(n)
+		if ok {
 			g.mu.Unlock()
 			return true
 		}
-		if g.wake == nil {
-			g.wake = make(chan struct{})
+		if !local {
+			// This connection's own bound: wait for its writer.
+			if g.wake == nil {
+				g.wake = make(chan struct{})
+			}
+			ch := g.wake
+			g.mu.Unlock()
+			select {
+			case <-ch:
+			case <-quit:
+				return false
+			}
+			continue
 		}
-		ch := g.wake
 		g.mu.Unlock()
-		select {
-		case <-ch:
-		case <-quit:
-			return false
+		// The server's bound: wait for any connection's writer.
+		ch := g.budget.waitChan()
+		g.mu.Lock()
+		ok, _ = g.admitLocked(n)
+		g.mu.Unlock()
+		if !ok {
+			select {
+			case <-ch:
+			case <-quit:
+				g.budget.doneWaiting()
+				return false
+			}
+		}
+		g.budget.doneWaiting()
+		if ok {
+			return true
 		}
 	}
 }
@@ -442,6 +567,7 @@ func (g *byteGate) release(n int) {
 		g.wake = nil
 	}
 	g.mu.Unlock()
+	g.budget.release(int64(n))
 }
 
 // outMsg is one message queued for the writer. The reader queues replies
@@ -492,6 +618,7 @@ func (s *server) newConn(nc net.Conn) *conn {
 		out: make(chan outMsg, 256), quit: make(chan struct{}), dead: make(chan struct{})}
 	c.fr.setLimit(s.cfg.MaxFrameBytes)
 	c.fr.budget = s.frameBudget
+	c.gate.limit, c.gate.budget = s.connQueue, s.outBudget
 	c.lastActivity.Store(time.Now().UnixNano())
 	return c
 }
@@ -555,9 +682,11 @@ func (c *conn) readLoop() {
 
 // enqueue queues a reply for the writer, waiting while too many bytes are
 // queued already (a client that does not read holds its own requests back).
+// Once the writer has stopped, nothing will be sent: the reply is dropped.
 func (c *conn) enqueue(m outMsg) {
-	c.gate.acquire(m.size(), c.dead)
-	c.out <- m
+	if c.gate.acquire(m.size(), c.dead) {
+		c.out <- m
+	}
 }
 
 func (c *conn) writeLoop() {
@@ -565,7 +694,8 @@ func (c *conn) writeLoop() {
 	defer func() {
 		close(c.dead)
 		c.nc.Close()
-		for range c.out { // let the reader and pump finish if blocked on us
+		for m := range c.out { // let the reader and pump finish if blocked on us
+			c.gate.release(m.size())
 		}
 		c.s.mu.Lock()
 		delete(c.s.conns, c)
@@ -598,6 +728,7 @@ func (c *conn) writeLoop() {
 				}
 			}
 			if err := c.s.log.waitDurable(m.lsn); err != nil {
+				c.gate.release(m.size())
 				c.s.fatal(err)
 				return
 			}

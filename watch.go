@@ -354,6 +354,7 @@ func (c *conn) pump() {
 						case c.out <- m:
 							c.s.metrics.eventsForwarded(sub.kind, 1)
 						case <-c.quit:
+							c.gate.release(m.size())
 							quit = true
 							return false
 						}
