@@ -6,6 +6,9 @@
 //
 //	stmdb serve [--config FILE] [--bind ADDR] [--data DIR] [--fsync-policy P] ... (stmdb serve --help)
 //	stmdb wal verify|repair [--data DIR]
+//	stmdb backup --addr HOST:PORT --out DIR [--token T] [--follow]
+//	stmdb restore --from DIR --data NEWDIR [--to-offset N | --to-time RFC3339]
+//	stmdb verify --data DIR
 //	stmdb version
 package main
 
@@ -42,6 +45,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return benchMain(args[1:], stdout, stderr)
 	case "wal":
 		return cmdWAL(args[1:], stdout, stderr)
+	case "backup":
+		return cmdBackup(args[1:], stdout, stderr)
+	case "restore":
+		return cmdRestore(args[1:], stdout, stderr)
+	case "verify":
+		return cmdVerify(args[1:], stdout, stderr)
 	case "crashtest":
 		return crashMain(args[1:], stdout, stderr)
 	case "version", "--version":
@@ -65,6 +74,9 @@ commands:
   serve          run the server (stmdb serve --help for its flags)
   wal verify     check every WAL record without changing anything
   wal repair     truncate the WAL at its first bad record
+  backup         copy a running server into a backup directory (--follow: keep archiving)
+  restore        build a data directory from a backup, optionally to an offset or a time
+  verify         check a data directory or a backup without changing anything
   crashtest      kill -9 loop: writers, SIGKILL, restart, verify (stmdb crashtest --help)
   bench          load generator for any RCP server (stmdb bench --help)
   version        print the version

@@ -40,16 +40,17 @@ const (
 	opListMachines     opCode = 15 // LIST_MACHINES
 	opPing             opCode = 16 // PING
 	opPutMachine       opCode = 17 // PUT_MACHINE
-	opSnapshotInstance opCode = 18 // SNAPSHOT_INSTANCE
-	opUnwatch          opCode = 19 // UNWATCH
-	opWalRead          opCode = 20 // WAL_READ
-	opWalStats         opCode = 21 // WAL_STATS
-	opWatchAll         opCode = 22 // WATCH_ALL
-	opWatchInstance    opCode = 23 // WATCH_INSTANCE
+	opReplicate        opCode = 18 // REPLICATE
+	opSnapshotInstance opCode = 19 // SNAPSHOT_INSTANCE
+	opUnwatch          opCode = 20 // UNWATCH
+	opWalRead          opCode = 21 // WAL_READ
+	opWalStats         opCode = 22 // WAL_STATS
+	opWatchAll         opCode = 23 // WATCH_ALL
+	opWatchInstance    opCode = 24 // WATCH_INSTANCE
 )
 
 // numOps is the number of ops; valid codes are 1..numOps.
-const numOps = 23
+const numOps = 24
 
 // opDesc describes an op. (Not opInfo: that is the INFO op's code.)
 type opDesc struct {
@@ -77,6 +78,7 @@ var opTable = [numOps + 1]opDesc{
 	opListMachines:     {name: "LIST_MACHINES", flags: flagRead, doc: "Lists machine names with their versions."},
 	opPing:             {name: "PING", flags: flagPreAuth, doc: "Liveness check: {\"pong\":true}."},
 	opPutMachine:       {name: "PUT_MACHINE", flags: flagWrite, doc: "Registers a machine version; identical re-put is created:false."},
+	opReplicate:        {name: "REPLICATE", flags: flagRead | flagStreaming, doc: "Dedicates the connection to the replication stream (replicate.go): a snapshot when needed, then the log."},
 	opSnapshotInstance: {name: "SNAPSHOT_INSTANCE", flags: flagRead, doc: "Writes one instance's current state to a file under snapshots/."},
 	opUnwatch:          {name: "UNWATCH", flags: flagRead, doc: "Ends one of this connection's subscriptions."},
 	opWalRead:          {name: "WAL_READ", flags: flagRead, doc: "Reads log records from an offset. Any limit is accepted; a page is cut short at 10,000 records or at the frame limit, and next_offset says where to continue."},
@@ -122,6 +124,8 @@ func lookupOp(name string) (opCode, bool) {
 		return opPing, true
 	case "PUT_MACHINE":
 		return opPutMachine, true
+	case "REPLICATE":
+		return opReplicate, true
 	case "SNAPSHOT_INSTANCE":
 		return opSnapshotInstance, true
 	case "UNWATCH":
@@ -172,13 +176,14 @@ func _() {
 	_ = x[opListMachines-15]
 	_ = x[opPing-16]
 	_ = x[opPutMachine-17]
-	_ = x[opSnapshotInstance-18]
-	_ = x[opUnwatch-19]
-	_ = x[opWalRead-20]
-	_ = x[opWalStats-21]
-	_ = x[opWatchAll-22]
-	_ = x[opWatchInstance-23]
-	_ = x[numOps-23]
+	_ = x[opReplicate-18]
+	_ = x[opSnapshotInstance-19]
+	_ = x[opUnwatch-20]
+	_ = x[opWalRead-21]
+	_ = x[opWalStats-22]
+	_ = x[opWatchAll-23]
+	_ = x[opWatchInstance-24]
+	_ = x[numOps-24]
 }
 
 // ApplyEventParams are the params of APPLY_EVENT.
@@ -992,6 +997,55 @@ func decodePutMachineParamsWith(raw []byte, p *PutMachineParams, trusted bool) *
 	return nil
 }
 
+// ReplicateParams are the params of REPLICATE.
+type ReplicateParams struct {
+	FromOffset *uint64 // from_offset
+	Follow     bool    // follow default=true
+}
+
+// decodeReplicateParams decodes the params of REPLICATE into p.
+func decodeReplicateParams(raw []byte, p *ReplicateParams) *rcpError {
+	return decodeReplicateParamsWith(raw, p, false)
+}
+
+// decodeReplicateParamsWith is decodeReplicateParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodeReplicateParamsWith(raw []byte, p *ReplicateParams, trusted bool) *rcpError {
+	*p = ReplicateParams{}
+	var vFromOffset, vFollow []byte
+	sc, err := scanParams(raw, trusted)
+	if err != nil {
+		return err
+	}
+	for sc.next() {
+		switch string(sc.key) {
+		case "from_offset":
+			vFromOffset = sc.val
+		case "follow":
+			vFollow = sc.val
+		}
+	}
+	if sc.err != nil {
+		return sc.err
+	}
+	// from_offset
+	if !paramAbsent(vFromOffset) {
+		v, err := paramU64("from_offset", vFromOffset, 0, math.MaxUint64)
+		if err != nil {
+			return err
+		}
+		p.FromOffset = &v
+	}
+	// follow
+	p.Follow = true
+	if !paramAbsent(vFollow) {
+		if p.Follow, err = paramBool("follow", vFollow); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // SnapshotInstanceParams are the params of SNAPSHOT_INSTANCE.
 type SnapshotInstanceParams struct {
 	InstanceID string // instance_id required max=256
@@ -1381,6 +1435,12 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 			return reply{}, err
 		}
 		return s.handlePutMachine(c, &p)
+	case opReplicate:
+		var p ReplicateParams
+		if err := decodeReplicateParamsWith(params, &p, true); err != nil {
+			return reply{}, err
+		}
+		return s.handleReplicate(c, &p)
 	case opSnapshotInstance:
 		var p SnapshotInstanceParams
 		if err := decodeSnapshotInstanceParamsWith(params, &p, true); err != nil {

@@ -396,6 +396,7 @@ type conn struct {
 
 	// Touched only by the reader goroutine (handlers run there).
 	switchTo     *wireMode
+	stream       func() // set by REPLICATE: the reader hands the connection to it (replicate.go)
 	closing      bool
 	authed       bool
 	authFailures int
@@ -675,6 +676,10 @@ func (c *conn) readLoop() {
 		c.enqueue(msg)
 		c.activateSubscriptions()
 		if msg.close {
+			return
+		}
+		if c.stream != nil {
+			c.stream()
 			return
 		}
 	}
