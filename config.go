@@ -56,6 +56,7 @@ type config struct {
 	CompactMinInterval time.Duration // between automatic compactions
 	compactTick        time.Duration // how often the thresholds are checked; not configurable
 	idemPruneTick      time.Duration // how often expired idempotency keys are dropped; not configurable
+	segmentBytes       int64         // overrides SegmentSizeMB when set: tests that need tiny segments
 
 	MetricsEnabled bool   // metrics.enabled
 	MetricsBind    string // metrics.bind_addr

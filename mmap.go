@@ -57,14 +57,16 @@ func unmapFile(b []byte) error {
 // end of file to size instead.
 func preallocate(f *os.File, size int64) error {
 	err := sysAllocate(f.Fd(), size)
-	if !errors.Is(err, errors.ErrUnsupported) {
-		return err
+	if errors.Is(err, errors.ErrUnsupported) {
+		var fi os.FileInfo
+		if fi, err = f.Stat(); err == nil {
+			err = zeroFill(f, fi.Size(), size)
+		}
 	}
-	fi, err := f.Stat()
-	if err != nil {
-		return err
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskAllocate, f: f, size: size})
 	}
-	return zeroFill(f, fi.Size(), size)
+	return err
 }
 
 // zeroFill writes zeros over [from, to) of f.
@@ -86,14 +88,22 @@ func zeroFill(f *os.File, from, to int64) error {
 // syncData makes the written data of f durable, with the metadata needed to
 // read it back: fdatasync, F_FULLFSYNC on macOS, FlushFileBuffers on Windows.
 func syncData(f *os.File) error {
-	return sysSyncData(f.Fd())
+	err := sysSyncData(f.Fd())
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskSync, f: f})
+	}
+	return err
 }
 
 // syncDir makes the creates, renames and deletes in dir durable. On Windows
 // a directory cannot be synced and syncDir does nothing (see README,
 // "Platforms").
 func syncDir(dir string) error {
-	return sysSyncDir(dir)
+	err := sysSyncDir(dir)
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskSyncDir, path: dir})
+	}
+	return err
 }
 
 // dataRegion returns the next region [start, end) of f at or after off that
@@ -123,13 +133,21 @@ func lockFile(path string) (*os.File, error) {
 // rename is durable once the directory is synced (syncDir), except on
 // Windows, where MoveFileEx writes it through before returning.
 func renameFile(from, to string) error {
-	return sysRename(from, to)
+	err := sysRename(from, to)
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskRename, path: from, to: to})
+	}
+	return err
 }
 
 // openFile is os.OpenFile for files the log renames or deletes while they
 // are open: on Windows it shares delete access, which os.OpenFile does not.
 func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
-	return sysOpen(name, flag, perm)
+	f, err := sysOpen(name, flag, perm)
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskOpen, f: f, path: name, create: flag&(os.O_CREATE|os.O_TRUNC) != 0})
+	}
+	return f, err
 }
 
 // mmapFallocate and mmapFdatasync are the descriptor-based names bench.go
@@ -142,3 +160,89 @@ func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 func mmapFallocate(fd int, size int64) error { return sysAllocate(uintptr(fd), size) }
 
 func mmapFdatasync(fd int) error { return sysSyncData(uintptr(fd)) }
+
+// The functions below are the storage code's only ways to change a file's
+// contents or a directory, so that diskTrace sees every change.
+
+// writeAt writes b at off of f.
+func writeAt(f *os.File, b []byte, off int64) (int, error) {
+	n, err := f.WriteAt(b, off)
+	if diskTrace != nil && n > 0 {
+		diskTrace(diskOp{kind: diskWrite, f: f, off: off, data: append([]byte(nil), b[:n]...)})
+	}
+	return n, err
+}
+
+// truncateFile sets f's size.
+func truncateFile(f *os.File, size int64) error {
+	err := f.Truncate(size)
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskTruncate, f: f, size: size})
+	}
+	return err
+}
+
+// removeFile deletes path; the delete is durable once its directory is
+// synced.
+func removeFile(path string) error {
+	err := os.Remove(path)
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskRemove, path: path})
+	}
+	return err
+}
+
+// createTemp is os.CreateTemp for files that are renamed into place.
+func createTemp(dir, pattern string) (*os.File, error) {
+	f, err := os.CreateTemp(dir, pattern)
+	if diskTrace != nil && err == nil {
+		diskTrace(diskOp{kind: diskOpen, f: f, path: f.Name(), create: true})
+	}
+	return f, err
+}
+
+// fileWriter writes a file sequentially through writeAt.
+type fileWriter struct {
+	f   *os.File
+	off int64
+}
+
+func (w *fileWriter) Write(b []byte) (int, error) {
+	n, err := writeAt(w.f, b, w.off)
+	w.off += int64(n)
+	return n, err
+}
+
+// diskTrace, when set, is told of every change the storage code makes to
+// files and directories, after it succeeded, and of the log's appends and
+// acknowledgements. Only the power-cut simulator (powercut_test.go) sets it,
+// before any server runs: it rebuilds from this what a disk could hold
+// after a power cut at any moment.
+var diskTrace func(diskOp)
+
+type diskOpKind uint8
+
+const (
+	diskOpen     diskOpKind = iota + 1 // f opened as path; create: a new empty file
+	diskWrite                          // data written to f at off
+	diskTruncate                       // f's size set to size
+	diskAllocate                       // f preallocated (zeros) to at least size
+	diskSync                           // f's data made durable
+	diskRename                         // path renamed to to
+	diskRemove                         // path deleted
+	diskSyncDir                        // path (a directory) made durable
+	diskAppend                         // the log appended record lsn (typ, data)
+	diskAck                            // the log made every record up to lsn durable: replies may go
+)
+
+type diskOp struct {
+	kind     diskOpKind
+	f        *os.File
+	path, to string
+	create   bool
+	off      int64
+	size     int64
+	data     []byte
+	lsn      uint64
+	typ      uint8
+}

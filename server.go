@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -102,7 +103,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	}
 	snapLSN := st.applied
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{
-		SegmentSize: cfg.SegmentSizeMB << 20, Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,
+		SegmentSize: cmp.Or(cfg.segmentBytes, cfg.SegmentSizeMB<<20), Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,
 		// A failed sync is fatal under every policy, not only when a reply
 		// waits for it; s.fatal is read when the failure happens, so a test
 		// may replace it after open.

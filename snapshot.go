@@ -283,12 +283,12 @@ func writeSnapshot(dir string, img *snapImage) (string, int64, error) {
 	}
 	name := fmt.Sprintf("%s%020d%s", snapPrefix, img.lsn, snapSuffix)
 	final := filepath.Join(dir, name)
-	tmp, err := os.CreateTemp(dir, name+".tmp-*")
+	tmp, err := createTemp(dir, name+".tmp-*")
 	if err != nil {
 		return "", 0, err
 	}
 	defer os.Remove(tmp.Name()) // no-op once renamed
-	size, err := img.encode(tmp)
+	size, err := img.encode(&fileWriter{f: tmp})
 	if err == nil {
 		err = syncData(tmp)
 	}
@@ -325,7 +325,7 @@ func listSnapshots(dir string) ([]string, []uint64, error) {
 	for _, e := range ents {
 		n := e.Name()
 		if strings.Contains(n, ".tmp-") {
-			os.Remove(filepath.Join(dir, n))
+			removeFile(filepath.Join(dir, n))
 			continue
 		}
 		if !strings.HasPrefix(n, snapPrefix) || !strings.HasSuffix(n, snapSuffix) {
@@ -392,7 +392,7 @@ func (s *server) compact() (compactResult, error) {
 	res.SnapshotLSN = lsns[0]
 	// Keep the newest snapshot only: the WAL it needs is all that remains.
 	for _, p := range paths[1:] {
-		if err := os.Remove(p); err != nil {
+		if err := removeFile(p); err != nil {
 			return res, err
 		}
 	}
@@ -473,13 +473,14 @@ func writeInstanceSnapshot(dir string, in *instance) (instanceSnapshotResult, er
 	}
 	final := filepath.Join(dir, id+".json")
 	tmp := final + ".tmp"
-	err := os.WriteFile(tmp, body, 0o644)
+	// Read-write: Windows flushes only a handle that may write.
+	f, err := openFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err == nil {
-		var f *os.File
-		// Read-write: Windows flushes only a handle that may write.
-		if f, err = os.OpenFile(tmp, os.O_RDWR, 0); err == nil {
+		if _, err = writeAt(f, body, 0); err == nil {
 			err = syncData(f)
-			f.Close()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
 		}
 	}
 	if err == nil {

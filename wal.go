@@ -356,7 +356,7 @@ func openWAL(dir string, opts walOptions) (*wal, error) {
 		fdatasync: syncData,
 		fallocate: preallocate,
 		syncDir:   syncDir,
-		writeAt:   func(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) },
+		writeAt:   writeAt,
 		// Deferred writes need the committer to run as soon as anything is
 		// pending, which only every_write promises.
 		deferWrites: opts.Policy.Kind == "" || opts.Policy.Kind == "every_write",
@@ -420,6 +420,9 @@ func (w *wal) wakeLocked() {
 // publishLocked advances durableLSN and wakes waiters (under mu).
 func (w *wal) publishLocked(lsn uint64) {
 	if lsn > w.durable.Load() {
+		if diskTrace != nil {
+			diskTrace(diskOp{kind: diskAck, lsn: lsn})
+		}
 		w.durable.Store(lsn)
 		w.wakeLocked()
 	}
@@ -454,6 +457,9 @@ func (w *wal) append(typ uint8, payload []byte) (uint64, error) {
 		act = w.segs[len(w.segs)-1]
 	}
 	lsn := w.next
+	if diskTrace != nil {
+		diskTrace(diskOp{kind: diskAppend, lsn: lsn, typ: typ, data: append([]byte(nil), payload...)})
+	}
 	if w.deferWrites {
 		if act.pend == nil {
 			act.pend, w.pendFree = w.pendFree, nil
@@ -637,7 +643,7 @@ func (w *wal) commit() error {
 			}
 		}
 		for off := j.zeroAt; off < j.zero && err == nil; off += int64(len(walZeros)) {
-			_, err = j.s.f.WriteAt(walZeros[:min(j.zero-off, int64(len(walZeros)))], off)
+			_, err = writeAt(j.s.f, walZeros[:min(j.zero-off, int64(len(walZeros)))], off)
 		}
 		if err != nil {
 			op = "write zeros " + j.name
@@ -830,7 +836,7 @@ func (w *wal) close() error {
 	}
 	if w.spare != nil {
 		w.segRelease(w.spare)
-		os.Remove(w.spare.path)
+		removeFile(w.spare.path)
 		w.spare = nil
 	}
 	w.lock.Close()

@@ -170,12 +170,16 @@ func segFindValid(f *os.File, data []byte, from int64, after uint64) (off int64,
 	return -1, 0
 }
 
-// segLostSector reports whether a whole sector overlapping [from, to) of
-// data reads as zeros: the trace a crash leaves when a write reached the
-// disk only in part.
+// segLostSector reports whether a sector between from (where the damage
+// starts) and to (where an intact record starts) holds its old contents:
+// zeros from from, or from its start, to its end. That is the trace a crash
+// leaves when a write reached the disk only in part: a disk writes a sector
+// whole or not at all, and before the write the space past from was zeros
+// (preallocated). A sector that to's record starts in was written, so it
+// does not count.
 func segLostSector(data []byte, from, to int64) bool {
-	for s := from &^ (walSectorSize - 1); s < to && s < int64(len(data)); s += walSectorSize {
-		if walFirstNonZero(data[s:min(s+walSectorSize, int64(len(data)))]) < 0 {
+	for s := from &^ (walSectorSize - 1); s+walSectorSize <= to && s < int64(len(data)); s += walSectorSize {
+		if walFirstNonZero(data[max(s, from):min(s+walSectorSize, int64(len(data)))]) < 0 {
 			return true
 		}
 	}
@@ -229,7 +233,7 @@ func (w *wal) recover() error {
 	}
 	for _, e := range entries {
 		if strings.HasSuffix(e.Name(), walTempSuffix) {
-			if err := os.Remove(filepath.Join(w.dir, e.Name())); err != nil {
+			if err := removeFile(filepath.Join(w.dir, e.Name())); err != nil {
 				return walIOErr("remove temporary file", err)
 			}
 			dirChanged = true
@@ -238,6 +242,18 @@ func (w *wal) recover() error {
 	files, err := walListSegments(w.dir)
 	if err != nil {
 		return err
+	}
+	// A segment whose successor starts at or below the start LSN holds only
+	// records a snapshot covers. Compaction deletes such segments, and a
+	// crash can keep any subset of those deletes, leaving a gap among them:
+	// finish the job instead of calling the gap corruption.
+	for len(files) > 1 && w.opts.StartLSN > 0 && files[1].first > 0 && files[1].first <= w.opts.StartLSN {
+		if err := removeFile(filepath.Join(w.dir, files[0].name)); err != nil {
+			return walIOErr("remove segment covered by the snapshot", err)
+		}
+		w.log.Info("wal: removed a segment the snapshot covers", "segment", files[0].name, "start_lsn", w.opts.StartLSN)
+		files = files[1:]
+		dirChanged = true
 	}
 	for i, sf := range files {
 		isLast := i == len(files)-1
@@ -482,13 +498,13 @@ func repairWAL(dir string) (walReport, error) {
 	}
 	if p.Cut >= 0 {
 		path := filepath.Join(dir, p.Segment)
-		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		f, err := openFile(path, os.O_RDWR, 0)
 		if err != nil {
 			return rep, walIOErr("open segment", err)
 		}
 		fi, err := f.Stat()
 		if err == nil {
-			err = f.Truncate(p.Cut)
+			err = truncateFile(f, p.Cut)
 		}
 		if err == nil {
 			err = preallocate(f, max(fi.Size(), p.Cut))
@@ -506,7 +522,7 @@ func repairWAL(dir string) (walReport, error) {
 		cutAt++
 	}
 	for _, sf := range files[cutAt:] {
-		if err := os.Remove(filepath.Join(dir, sf.name)); err != nil {
+		if err := removeFile(filepath.Join(dir, sf.name)); err != nil {
 			return rep, walIOErr("remove segment", err)
 		}
 		rep.Removed = append(rep.Removed, sf.name)

@@ -14,7 +14,7 @@ import (
 func (w *wal) segDropAll() error {
 	for _, s := range w.segs {
 		w.segRelease(s)
-		if err := os.Remove(s.path); err != nil {
+		if err := removeFile(s.path); err != nil {
 			return walIOErr("remove segment", err)
 		}
 	}
@@ -51,7 +51,7 @@ func (w *wal) segTruncate(s *walSegment, off int64) error {
 		return walIOErr("munmap", err)
 	}
 	s.data = nil
-	if err := s.f.Truncate(off); err != nil {
+	if err := truncateFile(s.f, off); err != nil {
 		return walIOErr("truncate "+filepath.Base(s.path), err)
 	}
 	if err := w.fallocate(s.f, size); err != nil {
@@ -89,12 +89,12 @@ func (w *wal) segCreate(name string, size int64, fallocate func(*os.File, int64)
 	s := &walSegment{path: path, f: f, size: size}
 	if err := fallocate(s.f, size); err != nil {
 		f.Close()
-		os.Remove(path)
+		removeFile(path)
 		return nil, err
 	}
 	if s.data, err = mapFile(s.f, size); err != nil {
 		f.Close()
-		os.Remove(path)
+		removeFile(path)
 		return nil, err
 	}
 	return s, nil
@@ -105,7 +105,7 @@ func (w *wal) segCreate(name string, size int64, fallocate func(*os.File, int64)
 func (w *wal) segInstall(s *walSegment, first uint64) error {
 	path := filepath.Join(w.dir, walSegmentName(first))
 	if err := renameFile(s.path, path); err != nil {
-		os.Remove(s.path)
+		removeFile(s.path)
 		return walIOErr("rename segment", err)
 	}
 	s.path, s.first, s.last, s.end, s.idx, s.named = path, first, first-1, 0, nil, true
@@ -164,7 +164,7 @@ func (w *wal) segMaybeSpare() {
 			w.log.Warn("wal: cannot preallocate the next segment", "err", err)
 		case w.closed:
 			w.segRelease(s)
-			os.Remove(s.path)
+			removeFile(s.path)
 		default:
 			w.spare = s
 		}
@@ -195,7 +195,7 @@ func (w *wal) segRotate(need int64) error {
 			// corruption.
 			if err := w.fdatasync(act.f); err != nil {
 				w.segRelease(s)
-				os.Remove(s.path)
+				removeFile(s.path)
 				w.failLocked("fdatasync "+filepath.Base(act.path), err)
 				return w.err
 			}
@@ -238,7 +238,7 @@ func (w *wal) removeThrough(lsn uint64) (segmentsDeleted int, bytesReclaimed int
 		w.segs = slices.Delete(w.segs, 0, 1)
 	}
 	for _, s := range victims {
-		if rerr := os.Remove(s.path); rerr != nil && err == nil {
+		if rerr := removeFile(s.path); rerr != nil && err == nil {
 			err = walIOErr("remove segment", rerr)
 		}
 		segmentsDeleted++
