@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -280,29 +279,44 @@ func TestWatchReplay(t *testing.T) {
 	}
 }
 
-// A subscriber that reads nothing while many events are written does not
-// grow server memory, and once it reads it receives every one of them.
+// A subscriber that reads nothing while many events are written has no
+// more than its connection's bound queued in the server, and once it reads
+// it receives every one of them. The bound is made small here (16 KiB, a
+// few dozen events) so that 20,000 events, the count under -race, reach it
+// many times over: an unbounded queue would hold megabytes. What is
+// measured is the bytes the connection had queued at its peak, which the
+// race detector does not inflate as it does the heap.
 func TestWatchSlowSubscriber(t *testing.T) {
 	events := 100000
 	if testing.Short() || raceEnabled {
 		events = 20000
 	}
-	ts := startServer(t, func(c *config) {
+	const connQueue = 16 << 10
+	ts := startServerTuned(t, func(c *config) {
 		c.Fsync = fsyncPolicy{Kind: "never"}
 		c.CompactEvents = 20000
 		c.CompactMinInterval = 0
 		c.compactTick = 50 * time.Millisecond
-	})
+	}, func(s *server) { s.connQueue = connQueue })
 	c := ts.dial()
 	mustOK(t, c, "PUT_MACHINE", ctrMachine)
 	mustOK(t, c, "CREATE_INSTANCE", `{"machine":"ctr","version":1,"instance_id":"s","initial_ctx":{"pad":"`+strings.Repeat("x", 300)+`"}}`)
-	w := ts.dial()
+	w := dialSmallBuffer(t, ts.addr) // so the kernel holds little of it
 	watchResult(t, w, "WATCH_INSTANCE", `{"instance_id":"s"}`)
 	c.nc.SetDeadline(time.Now().Add(5 * time.Minute))
 	w.nc.SetDeadline(time.Now().Add(5 * time.Minute))
-	runtime.GC()
-	var before, peak runtime.MemStats
-	runtime.ReadMemStats(&before)
+	// The subscriber's connection, as the server sees it.
+	var wc *conn
+	ts.srv.mu.Lock()
+	for sc := range ts.srv.conns {
+		if sc.remote == w.nc.LocalAddr().String() {
+			wc = sc
+		}
+	}
+	ts.srv.mu.Unlock()
+	if wc == nil {
+		t.Fatal("the subscriber's connection is not registered")
+	}
 	start := time.Now()
 	// Written as best-effort batches of 100 (each member is its own record
 	// and its own event) to keep the test quick.
@@ -322,21 +336,22 @@ func TestWatchSlowSubscriber(t *testing.T) {
 				t.Fatalf("batch before %d: %v %v", sent, err, m)
 			}
 		}
-		if sent%10000 == 0 {
-			runtime.GC()
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapAlloc > peak.HeapAlloc {
-				peak = ms
-			}
-		}
 	}
 	t.Logf("wrote %d events in %v", events, time.Since(start))
-	grew := int64(peak.HeapAlloc) - int64(before.HeapAlloc)
-	t.Logf("heap before %d MB, peak while the subscriber was stalled %d MB", before.HeapAlloc>>20, peak.HeapAlloc>>20)
-	// ~100k events of ~450 bytes would be 45 MB if queued per subscriber.
-	if grew > 24<<20 {
-		t.Errorf("heap grew by %d MB while a subscriber was not reading", grew>>20)
+	// Every event has been read from the log once the writes are durable;
+	// wait until the pump has queued what the connection can take.
+	waitFor(t, 30*time.Second, "the subscriber's queue to fill", func() bool {
+		wc.gate.mu.Lock()
+		defer wc.gate.mu.Unlock()
+		return wc.gate.queued > connQueue/2
+	})
+	wc.gate.mu.Lock()
+	peak, queued := wc.gate.peak, wc.gate.queued
+	wc.gate.mu.Unlock()
+	t.Logf("the stalled subscriber's connection had %d bytes queued, %d at the peak (bound %d)", queued, peak, connQueue)
+	const event = 1 << 10 // one event of this test, framed, with room to spare
+	if peak > connQueue+event {
+		t.Errorf("%d bytes queued for a subscriber that does not read; the bound is %d", peak, connQueue)
 	}
 	start = time.Now()
 	evs := recvEvents(t, w, events)
