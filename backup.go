@@ -472,8 +472,8 @@ func backupRun(ctx context.Context, o backupOptions, stdout, stderr io.Writer) e
 				if err := b.sync(); err != nil {
 					return err
 				}
-				if err := rs.ack(b.man.LastOffset); err != nil && ctx.Err() == nil {
-					return err
+				if o.follow {
+					rs.ack(b.man.LastOffset) // advisory: a broken connection shows on the next read
 				}
 				if o.synced != nil {
 					o.synced(b.man.LastOffset)
@@ -485,8 +485,8 @@ func backupRun(ctx context.Context, o backupOptions, stdout, stderr io.Writer) e
 			if err := b.sync(); err != nil {
 				return err
 			}
-			if err := rs.ack(b.man.LastOffset); err != nil && ctx.Err() == nil {
-				return err
+			if o.follow {
+				rs.ack(b.man.LastOffset)
 			}
 			if o.synced != nil {
 				o.synced(b.man.LastOffset)
