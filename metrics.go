@@ -244,6 +244,7 @@ type metricsSnapshot struct {
 	WalEntries, WalSegments, WalSizeBytes                         uint64
 	WalBytesWritten, WalBytesRead, WalWrites, WalReads, WalFsyncs uint64
 	WalLastLSN                                                    uint64
+	OutputQueuedBytes                                             uint64
 	TimersArmed, TimersFired, TimersGuardFailed                   uint64
 }
 
@@ -354,6 +355,7 @@ func (m *metrics) collect(snap metricsSnapshot) []metricsFamily {
 		metricsScalar("rstmdb_connections_active", "gauge", "Client connections currently open.", metricsInt(m.connsActive.Load())),
 		metricsScalar("rstmdb_connections_rejected_total", "counter", "Client connections refused because max_connections was reached.", metricsUint(m.connsRejected.Load())),
 		metricsScalar("rstmdb_auth_failures_total", "counter", "Failed AUTH attempts.", metricsUint(m.authFailures.Load())),
+		metricsScalar("rstmdb_output_queued_bytes", "gauge", "Bytes of replies and events queued for clients that have not read them yet, over all connections.", metricsUint(snap.OutputQueuedBytes)),
 		metricsScalar("rstmdb_accept_errors_total", "counter", "Failed accepts of client connections (out of file descriptors and the like), each retried after a pause.", metricsUint(m.acceptErrors.Load())),
 
 		metricsScalar("rstmdb_instances_total", "gauge", "Instances that are not deleted.", metricsUint(snap.Instances)),

@@ -208,7 +208,7 @@ func (s *server) metricsSnapshot() metricsSnapshot {
 		Instances: uint64(inst), Machines: uint64(machines),
 		WalEntries: ws.EntryCount, WalSegments: ws.SegmentCount, WalSizeBytes: uint64(ws.TotalSizeBytes),
 		WalBytesWritten: ws.BytesWritten, WalBytesRead: ws.BytesRead, WalWrites: ws.Writes, WalReads: ws.Reads,
-		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN,
+		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN, OutputQueuedBytes: uint64(max(s.outBudget.queued.Load(), 0)),
 		TimersArmed: uint64(s.st.timers.armed.Load()), TimersFired: s.st.timers.fired.Load(), TimersGuardFailed: s.st.timers.guardFailed.Load(),
 	}
 }
