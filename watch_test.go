@@ -158,7 +158,7 @@ func TestWatchUnwatchAndMultiple(t *testing.T) {
 	}
 	// BYE and close end a connection's subscriptions.
 	mustOK(t, c, "BYE", "")
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for ts.srv.hub.count() != 0 && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
