@@ -220,7 +220,7 @@ func (h *watchHub) each(from, to uint64, fn func(lsn uint64, evs []*watchEvent) 
 		if stop {
 			return nil
 		}
-		if lsn <= to && !stop {
+		if lsn <= to {
 			return fmt.Errorf("log ended at %d before durable record %d", lsn-1, to)
 		}
 	}
