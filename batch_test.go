@@ -48,7 +48,7 @@ func TestBatchOps(t *testing.T) {
 			want: `{"ctx":{"amount":7},"created_at":"<int>","last_wal_offset":4,"machine":"order","state":"paid","updated_at":"<int>","version":1}`},
 		{name: "rolled back: c not deleted", op: "GET_INSTANCE", params: `{"instance_id":"c"}`,
 			want: `{"ctx":{"amount":9,"note":"x"},"created_at":"<int>","last_wal_offset":5,"machine":"order","state":"paid","updated_at":"<int>","version":1}`},
-		{name: "nothing was logged by the failed batch", op: "WAL_STATS", want: `{"entry_count":5,"io_stats":"<any>","latest_offset":5,"segment_count":"<int>","total_size_bytes":"<int>"}`},
+		{name: "nothing was logged by the failed batch", op: "WAL_STATS", want: `{"disk_quota_bytes":0,"disk_reserve_bytes":"<int>","disk_used_bytes":"<int>","entry_count":5,"io_stats":"<any>","latest_offset":5,"segment_count":"<int>","total_size_bytes":"<int>"}`},
 		{name: "atomic rejects a non-batchable op", op: "BATCH", params: `{"mode":"atomic","ops":[
 			{"op":"CREATE_INSTANCE","params":{"machine":"order","version":1,"instance_id":"e"}},{"op":"PUT_MACHINE","params":{}}]}`,
 			code: codeBadRequest, want: `{"retryable":false,"details":{"field":"ops[1].op","index":1}}`},
@@ -75,7 +75,7 @@ func TestBatchOps(t *testing.T) {
 	again := mustOK(t, c, "BATCH", batch)
 	want := strings.Replace(string(first), `"applied":true`, `"applied":false`, 1)
 	matchJSON(t, "atomic batch retry", want, again)
-	runSteps(t, c, []step{{op: "WAL_STATS", want: `{"entry_count":6,"io_stats":"<any>","latest_offset":6,"segment_count":"<int>","total_size_bytes":"<int>"}`}})
+	runSteps(t, c, []step{{op: "WAL_STATS", want: `{"disk_quota_bytes":0,"disk_reserve_bytes":"<int>","disk_used_bytes":"<int>","entry_count":6,"io_stats":"<any>","latest_offset":6,"segment_count":"<int>","total_size_bytes":"<int>"}`}})
 	// Replay rebuilds atomic batches whole.
 	ts.restart()
 	c = ts.dial()

@@ -36,6 +36,7 @@ type config struct {
 	AllowFlushAll         bool          // storage.allow_flush_all
 	IdempotencyTTL        time.Duration // storage.idempotency_ttl_secs
 	MaxCtxBytes           int           // storage.max_ctx_bytes
+	MaxDiskMB             int64         // storage.max_disk_mb; 0 = no quota
 
 	MaxBatchOps   int // limits.max_batch_ops
 	MaxFrameBytes int // limits.max_frame_bytes
@@ -163,6 +164,10 @@ var settings = []setting{
 	{key: "storage.max_ctx_bytes", env: "RSTMDB_MAX_CTX_BYTES", flag: "max-ctx-bytes", meta: "BYTES", min: cfgMinFrame, max: maxPayload,
 		usage: "largest ctx an instance may hold (initial_ctx, or after an event's payload is merged)",
 		field: func(c *config) any { return &c.MaxCtxBytes }},
+
+	{key: "storage.max_disk_mb", env: "RSTMDB_MAX_DISK_MB", flag: "max-disk-mb", meta: "MB", min: 0, max: math.MaxInt64 >> 20,
+		usage: "disk quota of the data directory (WAL, snapshots, reserve); writes past it get WAL_IO_ERROR; 0 = no quota",
+		field: func(c *config) any { return &c.MaxDiskMB }},
 
 	{key: "limits.max_batch_ops", env: "RSTMDB_MAX_BATCH_OPS", flag: "max-batch-ops", meta: "N", min: 1, max: cfgMaxBatchOps,
 		usage: "operations allowed in one BATCH",
@@ -839,6 +844,9 @@ func (c config) validate() error {
 		if err := checkReadable(c.TLSClientCAPath); err != nil {
 			return bad("tls.client_ca_path", "%v", err)
 		}
+	}
+	if c.MaxDiskMB != 0 && c.MaxDiskMB < diskMinQuotaSegments*c.SegmentSizeMB {
+		return bad("storage.max_disk_mb", "%d MB cannot hold the WAL's working set: at least %d segments of %d MB (storage.wal_segment_size_mb) are needed", c.MaxDiskMB, diskMinQuotaSegments, c.SegmentSizeMB)
 	}
 	if c.idemPruneTick <= 0 {
 		return bad("storage.idempotency_ttl_secs", "internal prune interval must be positive")

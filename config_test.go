@@ -80,7 +80,7 @@ func TestConfigDefaults(t *testing.T) {
 		"network.max_connections": 1000, "storage.data_dir": "./data", "storage.wal_segment_size_mb": int64(64),
 		"storage.fsync_policy": fsyncPolicy{Kind: "every_write"}, "storage.max_machine_versions": 0,
 		"storage.allow_instance_recreate": true, "storage.allow_flush_all": false,
-		"storage.idempotency_ttl_secs": 86400 * time.Second, "storage.max_ctx_bytes": 8 << 20, "limits.max_batch_ops": 100,
+		"storage.idempotency_ttl_secs": 86400 * time.Second, "storage.max_ctx_bytes": 8 << 20, "storage.max_disk_mb": int64(0), "limits.max_batch_ops": 100,
 		"limits.max_frame_bytes": 16777216, "auth.required": false, "auth.token_hashes": []string(nil),
 		"auth.secrets_file": "", "tls.enabled": false, "tls.cert_path": "", "tls.key_path": "",
 		"tls.require_client_cert": false, "tls.client_ca_path": "", "compaction.enabled": true,
@@ -139,6 +139,8 @@ func TestConfigPrecedence(t *testing.T) {
 			def: 24 * time.Hour, inFile: time.Minute, inEnv: 2 * time.Minute, inFlag: time.Duration(0)},
 		{key: "storage.max_ctx_bytes", file: "2048", env: "4096", flag: "16777216",
 			def: 8 << 20, inFile: 2048, inEnv: 4096, inFlag: 16777216},
+		{key: "storage.max_disk_mb", file: "300", env: "400", flag: "0",
+			def: int64(0), inFile: int64(300), inEnv: int64(400), inFlag: int64(0)},
 		{key: "limits.max_batch_ops", file: "200", env: "300", flag: "10000", def: 100, inFile: 200, inEnv: 300, inFlag: 10000},
 		{key: "limits.max_frame_bytes", file: "2048", env: "4096", flag: "16777216",
 			def: 16777216, inFile: 2048, inEnv: 4096, inFlag: 16777216},
@@ -548,6 +550,9 @@ func TestConfigValidate(t *testing.T) {
 		{"empty data dir", func(c *config) { c.DataDir = "" }, "storage.data_dir: must not be empty"},
 		{"log level", func(c *config) { c.LogLevel = "INFO" }, `logging.level: "INFO" is not one of debug, info, warn, error`},
 		{"compact tick", func(c *config) { c.compactTick = 0 }, "compaction: internal check interval must be positive"},
+		{"disk quota", func(c *config) { c.MaxDiskMB = 256 }, ""},
+		{"disk quota too small", func(c *config) { c.MaxDiskMB = 255 },
+			"storage.max_disk_mb: 255 MB cannot hold the WAL's working set: at least 4 segments of 64 MB (storage.wal_segment_size_mb) are needed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -246,6 +246,7 @@ type metricsSnapshot struct {
 	WalLastLSN                                                    uint64
 	OutputQueuedBytes                                             uint64
 	TimersArmed, TimersFired, TimersGuardFailed                   uint64
+	Disk                                                          diskInfo
 }
 
 // metricsFamily is one metric family ready to print. Samples are already in
@@ -369,6 +370,9 @@ func (m *metrics) collect(snap metricsSnapshot) []metricsFamily {
 		metricsScalar("rstmdb_wal_reads_total", "counter", "WAL record reads.", metricsUint(snap.WalReads)),
 		metricsScalar("rstmdb_wal_fsyncs_total", "counter", "WAL fsync calls.", metricsUint(snap.WalFsyncs)),
 		metricsScalar("rstmdb_wal_last_offset", "gauge", "Offset (LSN) of the last WAL entry.", metricsUint(snap.WalLastLSN)),
+		metricsScalar("rstmdb_disk_used_bytes", "gauge", "Bytes of the files in the data directory: WAL segments as preallocated, snapshots, the emergency reserve.", metricsInt(snap.Disk.UsedBytes)),
+		metricsScalar("rstmdb_disk_quota_bytes", "gauge", "The data directory's quota (storage.max_disk_mb) in bytes; 0 = no quota.", metricsInt(snap.Disk.QuotaBytes)),
+		metricsScalar("rstmdb_disk_reserve_bytes", "gauge", "Bytes of the emergency reserve file; 0 while it is released (the disk was full).", metricsInt(snap.Disk.ReserveBytes)),
 		metricsScalar("rstmdb_timers_armed", "gauge", "Timers armed (transitions with after_ms waiting to fire).", metricsUint(snap.TimersArmed)),
 		metricsScalar("rstmdb_timers_fired_total", "counter", "Timers fired: their event applied and logged.", metricsUint(snap.TimersFired)),
 		metricsScalar("rstmdb_timers_guard_failed_total", "counter", "Timers spent without a write because their transition's guard failed.", metricsUint(snap.TimersGuardFailed)),

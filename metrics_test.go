@@ -232,6 +232,7 @@ func TestMetricsExposition(t *testing.T) {
 		Instances: 7, Machines: 2, WalEntries: 11, WalSegments: 1, WalSizeBytes: 4096,
 		WalBytesWritten: 5000, WalBytesRead: 300, WalWrites: 11, WalReads: 4, WalFsyncs: 4,
 		WalLastLSN: 1099511627786, TimersArmed: 3, TimersFired: 5, TimersGuardFailed: 1,
+		Disk: diskInfo{UsedBytes: 3 << 20, QuotaBytes: 8 << 20, ReserveBytes: 1 << 20},
 	}
 	m.timerLag(2 * time.Millisecond)
 	m.timerLag(40 * time.Second)
@@ -263,6 +264,9 @@ func TestMetricsExposition(t *testing.T) {
 		"rstmdb_wal_fsyncs_total":                                       4,
 		"rstmdb_wal_last_offset":                                        1099511627786,
 		"rstmdb_timers_armed":                                           3,
+		"rstmdb_disk_used_bytes":                                        3 << 20,
+		"rstmdb_disk_quota_bytes":                                       8 << 20,
+		"rstmdb_disk_reserve_bytes":                                     1 << 20,
 		"rstmdb_timers_fired_total":                                     5,
 		"rstmdb_timers_guard_failed_total":                              1,
 	}
@@ -326,6 +330,9 @@ func TestMetricsExposition(t *testing.T) {
 		"rstmdb_wal_fsyncs_total":           "counter",
 		"rstmdb_wal_last_offset":            "gauge",
 		"rstmdb_timers_armed":               "gauge",
+		"rstmdb_disk_used_bytes":            "gauge",
+		"rstmdb_disk_quota_bytes":           "gauge",
+		"rstmdb_disk_reserve_bytes":         "gauge",
 		"rstmdb_timers_fired_total":         "counter",
 		"rstmdb_timers_guard_failed_total":  "counter",
 		"rstmdb_timer_fire_lag_seconds":     "histogram",

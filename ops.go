@@ -140,7 +140,9 @@ func (s *server) handleInfo(c *conn, p *InfoParams) (reply, *rcpError) {
 		ServerName      string   `json:"server_name"`
 		ServerVersion   string   `json:"server_version"`
 		Timers          any      `json:"timers"`
-	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), maxSubsPerConn, protocolVersion, serverName, serverVersion, s.timerInfo()}), lsn: s.readLSN()}, nil
+		Disk            diskInfo `json:"disk"`
+	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), maxSubsPerConn, protocolVersion, serverName, serverVersion, s.timerInfo(),
+		s.disk.info(s.log.stats().AllocatedBytes)}), lsn: s.readLSN()}, nil
 }
 
 // frameLimit is the largest request payload this server accepts.
@@ -163,7 +165,11 @@ func (s *server) commit(r *record) *rcpError {
 	if err := recordTooLarge(len(s.recBuf)); err != nil {
 		return err
 	}
-	lsn, err := s.log.append(r.typ, s.recBuf)
+	add := s.log.append
+	if r.typ == recDeleteInstance {
+		add = s.log.appendOverdraft // a delete may pass the disk quota (disk.go)
+	}
+	lsn, err := add(r.typ, s.recBuf)
 	if err != nil {
 		return newError(codeWALIOError, "write-ahead log append failed: %v", err)
 	}
@@ -749,13 +755,18 @@ func (s *server) handleWalStats(c *conn, p *WalStatsParams) (reply, *rcpError) {
 		Reads        uint64 `json:"reads"`
 		Writes       uint64 `json:"writes"`
 	}
+	disk := s.disk.info(st.AllocatedBytes)
 	return reply{result: encMarshal(struct {
-		EntryCount     uint64 `json:"entry_count"`
-		IOStats        io     `json:"io_stats"`
-		LatestOffset   uint64 `json:"latest_offset"`
-		SegmentCount   uint64 `json:"segment_count"`
-		TotalSizeBytes int64  `json:"total_size_bytes"`
-	}{st.EntryCount, io{st.BytesRead, st.BytesWritten, st.Fsyncs, st.Reads, st.Writes}, st.DurableLSN, st.SegmentCount, st.TotalSizeBytes}), lsn: st.DurableLSN}, nil
+		DiskQuotaBytes   int64  `json:"disk_quota_bytes"`
+		DiskReserveBytes int64  `json:"disk_reserve_bytes"`
+		DiskUsedBytes    int64  `json:"disk_used_bytes"`
+		EntryCount       uint64 `json:"entry_count"`
+		IOStats          io     `json:"io_stats"`
+		LatestOffset     uint64 `json:"latest_offset"`
+		SegmentCount     uint64 `json:"segment_count"`
+		TotalSizeBytes   int64  `json:"total_size_bytes"`
+	}{disk.QuotaBytes, disk.ReserveBytes, disk.UsedBytes, st.EntryCount, io{st.BytesRead, st.BytesWritten, st.Fsyncs, st.Reads, st.Writes},
+		st.DurableLSN, st.SegmentCount, st.TotalSizeBytes}), lsn: st.DurableLSN}, nil
 }
 
 func (s *server) handleFlushAll(c *conn, p *FlushAllParams) (reply, *rcpError) {

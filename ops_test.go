@@ -27,7 +27,7 @@ func TestSessionOps(t *testing.T) {
 		{op: "HELLO", params: `{"protocol_version":1.0}`, code: codeBadRequest, messageHas: "protocol_version"},
 		{op: "HELLO", params: `{"protocol_version":"1"}`, code: codeBadRequest, messageHas: "protocol_version"},
 		{op: "HELLO", params: `{"protocol_version":1,"wire_modes":"jsonl"}`, code: codeBadRequest, messageHas: "wire_modes"},
-		{op: "INFO", want: `{"features":["idempotency","batch","watch","wal_read"],"max_batch_ops":100,"max_frame_bytes":16777216,"max_subscriptions_per_connection":1024,"protocol_version":1,"server_name":"stmdb","server_version":"<any>","timers":{"armed":0,"fired":0,"guard_failed":0}}`},
+		{op: "INFO", want: `{"features":["idempotency","batch","watch","wal_read"],"max_batch_ops":100,"max_frame_bytes":16777216,"max_subscriptions_per_connection":1024,"protocol_version":1,"server_name":"stmdb","server_version":"<any>","timers":{"armed":0,"fired":0,"guard_failed":0},"disk":{"used_bytes":"<int>","quota_bytes":0,"reserve_bytes":"<int>"}}`},
 		{name: "params not an object", op: "PING", params: `[1]`, code: codeBadRequest, messageHas: "params"},
 		{op: "NOPE", code: codeBadRequest, messageHas: "unknown op 'NOPE'"},
 		{op: "ping", code: codeBadRequest, messageHas: "unknown op"},
@@ -242,7 +242,7 @@ func TestIdempotency(t *testing.T) {
 		{op: "DELETE_INSTANCE", params: del, want: fmt.Sprintf(`{"deleted":true,"instance_id":%q,"wal_offset":4}`, id)},
 		{name: "delete retry after the instance is gone", op: "DELETE_INSTANCE", params: del, want: fmt.Sprintf(`{"deleted":true,"instance_id":%q,"wal_offset":4}`, id)},
 		{name: "one instance was created, however many retries", op: "LIST_INSTANCES", params: `{}`, want: `{"has_more":false,"instances":[],"total":0}`},
-		{op: "WAL_STATS", want: `{"entry_count":4,"io_stats":"<any>","latest_offset":4,"segment_count":"<int>","total_size_bytes":"<int>"}`},
+		{op: "WAL_STATS", want: `{"disk_quota_bytes":0,"disk_reserve_bytes":"<int>","disk_used_bytes":"<int>","entry_count":4,"io_stats":"<any>","latest_offset":4,"segment_count":"<int>","total_size_bytes":"<int>"}`},
 	}
 	runSteps(t, c, steps)
 	// Keys are durable: after a restart every retry answers the same.

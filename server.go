@@ -37,6 +37,7 @@ type server struct {
 	compactMu   sync.Mutex    // one compaction at a time
 	lastCompact atomic.Int64  // Unix ms of the last compaction
 	compactedAt atomic.Uint64 // LSN the newest snapshot covers
+	disk        *diskSpace    // quota and reserve of the data directory (disk.go)
 
 	hub         *watchHub
 	frameBudget *frameBudget // shared bound on large request buffers
@@ -102,12 +103,21 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		st.tombstones = new(tombstoneSet)
 	}
 	snapLSN := st.applied
+	s.disk = newDiskSpace(cfg, logger)
+	s.disk.open(snapPath, len(st.instances))
+	s.disk.instances = func() int {
+		st.mu.RLock()
+		defer st.mu.RUnlock()
+		return len(st.instances)
+	}
 	w, err := openWAL(filepath.Join(cfg.DataDir, "wal"), walOptions{
 		SegmentSize: cmp.Or(cfg.segmentBytes, cfg.SegmentSizeMB<<20), Policy: cfg.Fsync, Logger: logger, StartLSN: snapLSN + 1,
 		// A failed sync is fatal under every policy, not only when a reply
 		// waits for it; s.fatal is read when the failure happens, so a test
 		// may replace it after open.
-		OnFail: func(err error) { s.fatal(err) },
+		OnFail:  func(err error) { s.fatal(err) },
+		Admit:   s.disk.admit,
+		NoSpace: s.disk.noSpaceHit,
 		OnSync: func(d time.Duration, records int) {
 			s.metrics.fsync(d, records)
 			if d > slowFsync {
@@ -119,6 +129,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		return nil, err
 	}
 	s.log = w
+	s.disk.log = w
 	s.hub = newWatchHub(w)
 
 	if first := w.firstLSN(); first > snapLSN+1 {
@@ -140,7 +151,13 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	s.compactedAt.Store(snapLSN)
 	s.lastCompact.Store(s.now())
 	s.st.pruneIdem(s.now()) // replay brings back keys that have expired since
+	s.disk.ensureReserve()
 	s.stop = make(chan struct{})
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		s.diskLoop(s.stop, cfg.compactTick)
+	}()
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -210,6 +227,7 @@ func (s *server) metricsSnapshot() metricsSnapshot {
 		WalBytesWritten: ws.BytesWritten, WalBytesRead: ws.BytesRead, WalWrites: ws.Writes, WalReads: ws.Reads,
 		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN, OutputQueuedBytes: uint64(max(s.outBudget.queued.Load(), 0)),
 		TimersArmed: uint64(s.st.timers.armed.Load()), TimersFired: s.st.timers.fired.Load(), TimersGuardFailed: s.st.timers.guardFailed.Load(),
+		Disk: s.disk.info(ws.AllocatedBytes),
 	}
 }
 

@@ -380,10 +380,18 @@ func (s *server) compact() (compactResult, error) {
 	if err != nil {
 		return res, err
 	}
+	var snapSize int64
 	if len(lsns) == 0 || lsns[0] < img.lsn {
-		if _, _, err := writeSnapshot(dir, img); err != nil {
+		_, size, err := writeSnapshot(dir, img)
+		// A full disk: the reserve (then the log's spare) is there so
+		// that this snapshot can still be written (disk.go).
+		for err != nil && isNoSpace(err) && s.disk.freeForSnapshot() {
+			_, size, err = writeSnapshot(dir, img)
+		}
+		if err != nil {
 			return res, err
 		}
+		snapSize = size
 		res.SnapshotsCreated = 1
 		if paths, lsns, err = listSnapshots(dir); err != nil {
 			return res, err
@@ -414,6 +422,7 @@ func (s *server) compact() (compactResult, error) {
 	res.WalSegments = s.log.stats().SegmentCount
 	s.lastCompact.Store(s.now())
 	s.compactedAt.Store(lsns[0])
+	s.disk.afterCompact(snapSize, img.instances.len())
 	s.logger.Info("compacted", "snapshot_lsn", lsns[0], "instances", img.instances.len(),
 		"segments_deleted", res.SegmentsDeleted, "bytes_reclaimed", res.BytesReclaimed)
 	return res, nil
@@ -499,10 +508,12 @@ func writeInstanceSnapshot(dir string, in *instance) (instanceSnapshotResult, er
 
 // autoCompact compacts in the background when enough records or WAL bytes
 // have accumulated since the last snapshot, at most once per
-// CompactMinInterval. It returns when stop is closed.
+// CompactMinInterval; and, without waiting for the interval, when the
+// disk quota is close or the disk was found full (disk.go). It returns
+// when stop is closed.
 func (s *server) autoCompact(stop <-chan struct{}, tick time.Duration) {
 	c := s.cfg
-	if !c.CompactEnabled || (c.CompactEvents == 0 && c.CompactSizeMB == 0) {
+	if !c.CompactEnabled {
 		return
 	}
 	t := time.NewTicker(tick)
@@ -513,13 +524,17 @@ func (s *server) autoCompact(stop <-chan struct{}, tick time.Duration) {
 			return
 		case <-t.C:
 		}
-		if since := s.now() - s.lastCompact.Load(); since < c.CompactMinInterval.Milliseconds() {
+		st := s.log.stats()
+		// Disk pressure, only when there is a sealed segment to give back
+		// (the active one stays): else a compaction would free nothing.
+		byDisk := s.disk.compactNow.Swap(false) ||
+			s.disk.pressure(s.disk.usedWith(st.AllocatedBytes)) && st.SegmentCount > 1 && st.LastLSN > s.compactedAt.Load()
+		if since := s.now() - s.lastCompact.Load(); since < c.CompactMinInterval.Milliseconds() && !byDisk {
 			continue
 		}
-		st := s.log.stats()
 		byEvents := c.CompactEvents > 0 && st.LastLSN-s.compactedAt.Load() >= c.CompactEvents
 		bySize := c.CompactSizeMB > 0 && st.TotalSizeBytes >= c.CompactSizeMB<<20
-		if !byEvents && !bySize {
+		if !byEvents && !bySize && !byDisk {
 			continue
 		}
 		if _, err := s.compact(); err != nil {

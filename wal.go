@@ -175,6 +175,14 @@ type walOptions struct {
 	// the commit, so without it the failure would only show as refused
 	// writes while reads served state that may not be on disk.
 	OnFail func(err error)
+	// Admit, when set, is asked before a segment of size bytes is
+	// preallocated (a rotation or the spare) and refuses it with an error
+	// (the disk quota, disk.go). walBytes is what the log's segment files
+	// take now, the spare included; overdraft is true for appendOverdraft.
+	Admit func(walBytes, size int64, overdraft bool) error
+	// NoSpace is told, under mu (it must not block), when preallocating a
+	// segment failed with ENOSPC.
+	NoSpace func()
 }
 
 type walRecord struct {
@@ -188,6 +196,7 @@ type walStats struct {
 	TotalSizeBytes                                 int64  // bytes of record data retained (headers and padding included)
 	FirstLSN, LastLSN, DurableLSN                  uint64
 	SyncedLSN                                      uint64 // last LSN known to be on disk (= DurableLSN under every_write)
+	AllocatedBytes                                 int64  // bytes of segment files, preallocated space and the spare included
 	BytesRead, BytesWritten, Reads, Writes, Fsyncs uint64 // process-lifetime I/O counters
 }
 
@@ -204,6 +213,7 @@ type walSegment struct {
 	zeroed  int64   // prefix of the file that holds data or written zeros
 	pend    []byte  // every_write: records appended but not yet written, [end-len(pend), end)
 	named   bool    // renamed to walSegmentName(first); false while temporary
+	over    bool    // admitted only by an overdraft: other appends ask Admit first
 	dirty   bool    // written since its last fdatasync
 	idx     []int64 // idx[k] is the offset of record first+k*walIndexStride
 	refs    int     // readers and the committer using data or f (under wal.mu)
@@ -437,6 +447,16 @@ func (w *wal) kickCommitter() {
 
 // append writes a record and returns its LSN. It does not wait for the sync.
 func (w *wal) append(typ uint8, payload []byte) (uint64, error) {
+	return w.appendWith(typ, payload, false)
+}
+
+// appendOverdraft is append for a record that may take a segment past
+// what Admit allows others (a delete, which frees space at compaction).
+func (w *wal) appendOverdraft(typ uint8, payload []byte) (uint64, error) {
+	return w.appendWith(typ, payload, true)
+}
+
+func (w *wal) appendWith(typ uint8, payload []byte, overdraft bool) (uint64, error) {
 	if len(payload) > walMaxPayload {
 		return 0, fmt.Errorf("%w: %d bytes, limit %d", walErrTooLarge, len(payload), walMaxPayload)
 	}
@@ -450,8 +470,16 @@ func (w *wal) append(typ uint8, payload []byte) (uint64, error) {
 		return 0, walErrClosed
 	}
 	act := w.segs[len(w.segs)-1]
+	if act.over && !overdraft {
+		// Space past the quota is the overdraft's: others may use it
+		// once there is room again.
+		if err := w.admitLocked(0, false); err != nil {
+			return 0, walIOErr("append", err)
+		}
+		act.over = false
+	}
 	if act.end+size > act.size {
-		if err := w.segRotate(size); err != nil {
+		if err := w.segRotate(size, overdraft); err != nil {
 			return 0, err
 		}
 		act = w.segs[len(w.segs)-1]
@@ -800,6 +828,7 @@ func (w *wal) stats() walStats {
 		Fsyncs:       w.fsyncs.Load(),
 	}
 	st.EntryCount = w.next - st.FirstLSN
+	st.AllocatedBytes = w.allocatedLocked()
 	for _, s := range w.segs {
 		st.TotalSizeBytes += s.end
 	}

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"syscall"
 )
 
 // Segment files of the write-ahead log: opening, creating, preallocating,
@@ -149,6 +151,10 @@ func (w *wal) segMaybeSpare() {
 	if w.spare != nil || w.spareBusy || w.spareFailed || w.closed || w.err != nil || act.end <= act.size/2 {
 		return
 	}
+	if w.admitLocked(w.opts.SegmentSize, false) != nil {
+		w.spareFailed = true // a rotation asks again, and reports the refusal
+		return
+	}
 	w.spareBusy = true
 	size, fallocate, name := w.opts.SegmentSize, w.fallocate, w.tmpName("spare")
 	w.background.Add(1)
@@ -162,6 +168,7 @@ func (w *wal) segMaybeSpare() {
 		case err != nil:
 			w.spareFailed = true
 			w.log.Warn("wal: cannot preallocate the next segment", "err", err)
+			w.noSpaceLocked(err)
 		case w.closed:
 			w.segRelease(s)
 			removeFile(s.path)
@@ -171,19 +178,81 @@ func (w *wal) segMaybeSpare() {
 	}()
 }
 
+// allocatedLocked is the bytes the log's segment files take: every
+// segment at its preallocated size, the spare, and a spare being made
+// (under mu).
+func (w *wal) allocatedLocked() int64 {
+	var n int64
+	for _, s := range w.segs {
+		n += s.size
+	}
+	if w.spare != nil {
+		n += w.spare.size
+	}
+	if w.spareBusy {
+		n += w.opts.SegmentSize
+	}
+	return n
+}
+
+// admitLocked asks opts.Admit whether a segment of size bytes may be
+// preallocated (under mu).
+func (w *wal) admitLocked(size int64, overdraft bool) error {
+	if w.opts.Admit == nil {
+		return nil
+	}
+	return w.opts.Admit(w.allocatedLocked(), size, overdraft)
+}
+
+// noSpaceLocked tells opts.NoSpace about a preallocation that failed with
+// ENOSPC (under mu).
+func (w *wal) noSpaceLocked(err error) {
+	if w.opts.NoSpace != nil && errors.Is(err, syscall.ENOSPC) {
+		w.opts.NoSpace()
+	}
+}
+
+// dropSpare deletes the preallocated spare segment, if there is one, and
+// returns its size; no new spare is made before the next rotation. It
+// frees room for a snapshot on a full disk.
+func (w *wal) dropSpare() int64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	s := w.spare
+	if s == nil {
+		return 0
+	}
+	w.spare, w.spareFailed = nil, true
+	w.segRelease(s)
+	if err := os.Remove(s.path); err != nil {
+		return 0
+	}
+	return s.size
+}
+
 // segRotate makes a new active segment with room for need bytes (under mu).
-// On a preallocation error nothing has changed.
-func (w *wal) segRotate(need int64) error {
+// On a preallocation error or a refusal by Admit nothing has changed.
+func (w *wal) segRotate(need int64, overdraft bool) error {
 	act := w.segs[len(w.segs)-1]
 	var s *walSegment
 	if w.spare != nil && w.spare.size >= need {
 		s, w.spare = w.spare, nil
 	} else {
+		size := max(w.opts.SegmentSize, need)
+		over := false
+		if err := w.admitLocked(size, false); err != nil {
+			if !overdraft || w.admitLocked(size, true) != nil {
+				return walIOErr("preallocate segment", err)
+			}
+			over = true
+		}
 		var err error
-		s, err = w.segCreate(w.tmpName("new"), max(w.opts.SegmentSize, need), w.fallocate)
+		s, err = w.segCreate(w.tmpName("new"), size, w.fallocate)
 		if err != nil {
+			w.noSpaceLocked(err)
 			return walIOErr("preallocate segment", err)
 		}
+		s.over = over
 	}
 	if w.deferWrites {
 		// The committer writes and syncs act, then names s (commit).

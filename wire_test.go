@@ -29,7 +29,7 @@ func TestStorageOps(t *testing.T) {
 		{op: "WAL_READ", params: `{}`, code: codeBadRequest, messageHas: "from_offset"},
 		{op: "WAL_READ", params: `{"from_offset":1,"limit":0}`, code: codeBadRequest, messageHas: "limit"},
 		{op: "WAL_READ", params: `{"from_offset":"1"}`, code: codeBadRequest, messageHas: "from_offset"},
-		{op: "WAL_STATS", want: `{"entry_count":3,"io_stats":{"bytes_read":"<int>","bytes_written":"<int>","fsyncs":"<int>","reads":"<int>","writes":"<int>"},"latest_offset":3,"segment_count":1,"total_size_bytes":"<int>"}`},
+		{op: "WAL_STATS", want: `{"disk_quota_bytes":0,"disk_reserve_bytes":"<int>","disk_used_bytes":"<int>","entry_count":3,"io_stats":{"bytes_read":"<int>","bytes_written":"<int>","fsyncs":"<int>","reads":"<int>","writes":"<int>"},"latest_offset":3,"segment_count":1,"total_size_bytes":"<int>"}`},
 		{op: "FLUSH_ALL", meta: true, want: `{"flushed":true,"instances_removed":1,"machines_removed":1}`},
 		{op: "LIST_MACHINES", want: `{"items":[]}`},
 		{op: "GET_INSTANCE", params: `{"instance_id":"a"}`, code: codeInstanceNotFound},
