@@ -45,6 +45,7 @@ package main
 // would leave less than two segments of the quota free.
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -95,7 +96,7 @@ type diskSpace struct {
 }
 
 func newDiskSpace(cfg config, logger *slog.Logger) *diskSpace {
-	seg := cfg.SegmentSizeMB << 20
+	seg := cmp.Or(cfg.segmentBytes, cfg.SegmentSizeMB<<20) // as openServer gives the log
 	if seg == 0 {
 		seg = walDefaultSegmentSize
 	}
