@@ -242,7 +242,7 @@ func (d *diskSpace) ensureReserve() {
 	f, err := openFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err == nil {
 		if held > target {
-			err = f.Truncate(target)
+			err = truncateFile(f, target)
 		} else {
 			err = d.fallocate(f, target)
 		}
@@ -250,7 +250,7 @@ func (d *diskSpace) ensureReserve() {
 	}
 	if err != nil {
 		if held == 0 {
-			os.Remove(path)
+			removeFile(path)
 		} else {
 			f, _ := os.Stat(path)
 			if f != nil {
@@ -276,7 +276,7 @@ func (d *diskSpace) releaseReserve(why string) bool {
 		return false
 	}
 	path := filepath.Join(d.dir, diskReserveName)
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if err := removeFile(path); err != nil && !errors.Is(err, os.ErrNotExist) {
 		d.logger.Error("disk: cannot delete the emergency reserve", "path", path, "err", err)
 		return false
 	}
