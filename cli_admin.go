@@ -97,6 +97,17 @@ func cliCompactVerb(x *cliCmd) func([]string) error {
 	}
 }
 
+func cliPromote(x *cliCmd) func([]string) error {
+	return func(args []string) error {
+		if err := x.nargs(args); err != nil {
+			return err
+		}
+		return x.do("PROMOTE", map[string]any{}, func(res json.RawMessage) error {
+			return x.kv(res, []string{"role", "epoch", "offset"})
+		})
+	}
+}
+
 func cliSnapshotInstance(x *cliCmd) func([]string) error {
 	return func(args []string) error {
 		if err := x.nargs(args, "ID"); err != nil {

@@ -69,6 +69,7 @@ func init() {
 		{name: "wal-read", args: "[--from N] [--limit N]", summary: "Reads write-ahead log records from an offset.", example: "stmdb wal-read --from 1 --limit 10", setup: cliWalRead},
 		{name: "wal-stats", args: "", summary: "Shows write-ahead log statistics.", example: "stmdb wal-stats", setup: cliWalStats},
 		{name: "compact", args: "[--force]", summary: "Writes a snapshot and deletes the log segments it covers.", example: "stmdb compact --force", setup: cliCompactVerb},
+		{name: "promote", args: "", summary: "Turns a replica into a primary: it stops following, starts a new epoch and takes writes.", example: "stmdb promote --addr replica:7401", setup: cliPromote},
 		{name: "snapshot-instance", args: "ID", summary: "Writes one instance's state to a snapshot file on the server.", example: "stmdb snapshot-instance order-1", setup: cliSnapshotInstance},
 		{name: "flush-all", args: "", summary: "Removes all machines and instances (only if the server allows it).", example: "stmdb flush-all", setup: cliFlushAll},
 		{name: "hash-token", args: "TOKEN", summary: "Prints the SHA-256 (lowercase hex) of a token, as configured in auth.token_hashes. Needs no server.", example: "stmdb hash-token s3cret", setup: cliHashToken},

@@ -67,6 +67,20 @@ type config struct {
 
 	LogLevel  string // logging.level: debug, info, warn, error
 	LogFormat string // logging.format: text, json
+
+	// Replication (replica.go).
+	ReplicaOf          string // replication.primary_addr: follow this primary ("" = a primary)
+	ReplicationToken   string // replication.token: AUTH bearer token for the primary
+	ReplTLS            bool   // replication.tls_enabled: reach the primary over TLS
+	ReplTLSCA          string // replication.tls_ca_path
+	ReplTLSClientCert  string // replication.tls_client_cert
+	ReplTLSClientKey   string // replication.tls_client_key
+	ReplTLSInsecure    bool   // replication.tls_insecure
+	SyncReplicas       int    // replication.sync_replicas
+	SyncTimeoutMS      int64  // replication.sync_timeout_ms; 0 = wait
+	ReplicationMaxLag  int64  // replication.max_lag_ms: /readyz bound on a replica's lag
+	replicaRebootstrap bool   // serve --rebootstrap: set by cmdServe, not a setting
+	replicaRecopy      bool   // copy the primary afresh, dropping the stale data (cmdServe)
 }
 
 func defaultConfig() config {
@@ -97,6 +111,8 @@ func defaultConfig() config {
 
 		LogLevel:  "info",
 		LogFormat: "text",
+
+		ReplicationMaxLag: 5000,
 	}
 }
 
@@ -229,6 +245,37 @@ var settings = []setting{
 		usage: "comma-separated origins allowed to call the HTTP API from a browser (* for any); empty = CORS off",
 		field: func(c *config) any { return &c.HTTPCORSOrigins }},
 
+	{key: "replication.primary_addr", env: "RSTMDB_REPLICA_OF", flag: "replica-of", meta: "HOST:PORT", addr: true, emptyOK: true,
+		usage: "run as a read-only replica of this primary; empty = a primary",
+		field: func(c *config) any { return &c.ReplicaOf }},
+	{key: "replication.token", env: "RSTMDB_REPLICATION_TOKEN", flag: "replication-token", meta: "TOKEN",
+		usage: "bearer token a replica sends the primary (when the primary has auth.required)",
+		field: func(c *config) any { return &c.ReplicationToken }},
+	{key: "replication.tls_enabled", env: "RSTMDB_REPLICATION_TLS", flag: "replication-tls", meta: "BOOL",
+		usage: "a replica reaches its primary over TLS",
+		field: func(c *config) any { return &c.ReplTLS }},
+	{key: "replication.tls_ca_path", env: "RSTMDB_REPLICATION_CA_CERT", flag: "replication-ca-cert", meta: "FILE",
+		usage: "PEM CA certificates a replica trusts for its primary (implies replication TLS)",
+		field: func(c *config) any { return &c.ReplTLSCA }},
+	{key: "replication.tls_client_cert", env: "RSTMDB_REPLICATION_CLIENT_CERT", flag: "replication-client-cert", meta: "FILE",
+		usage: "PEM client certificate a replica presents to its primary (implies replication TLS)",
+		field: func(c *config) any { return &c.ReplTLSClientCert }},
+	{key: "replication.tls_client_key", env: "RSTMDB_REPLICATION_CLIENT_KEY", flag: "replication-client-key", meta: "FILE",
+		usage: "PEM client key for replication.tls_client_cert",
+		field: func(c *config) any { return &c.ReplTLSClientKey }},
+	{key: "replication.tls_insecure", env: "RSTMDB_REPLICATION_TLS_INSECURE", flag: "replication-tls-insecure", meta: "BOOL",
+		usage: "do not verify the primary's certificate (implies replication TLS)",
+		field: func(c *config) any { return &c.ReplTLSInsecure }},
+	{key: "replication.sync_replicas", env: "RSTMDB_SYNC_REPLICAS", flag: "sync-replicas", meta: "N", min: 0, max: 64,
+		usage: "acknowledge a write only once it is durable on this many replicas too",
+		field: func(c *config) any { return &c.SyncReplicas }},
+	{key: "replication.sync_timeout_ms", env: "RSTMDB_SYNC_TIMEOUT_MS", flag: "sync-timeout-ms", meta: "MS", min: 0, max: math.MaxInt64 / int64(time.Millisecond),
+		usage: "after this long without enough replica acks, degrade to asynchronous replication; 0 = wait",
+		field: func(c *config) any { return &c.SyncTimeoutMS }},
+	{key: "replication.max_lag_ms", env: "RSTMDB_REPLICATION_MAX_LAG_MS", flag: "replication-max-lag-ms", meta: "MS", min: 0, max: math.MaxInt64 / int64(time.Millisecond),
+		usage: "a replica is ready (/readyz) while its lag is at most this",
+		field: func(c *config) any { return &c.ReplicationMaxLag }},
+
 	{key: "logging.level", env: "RSTMDB_LOG_LEVEL", flag: "log-level", meta: "LEVEL",
 		usage: "debug, info, warn or error",
 		field: func(c *config) any { return &c.LogLevel }},
@@ -237,14 +284,14 @@ var settings = []setting{
 		field: func(c *config) any { return &c.LogFormat }},
 }
 
-// Sections accepted in the file besides those of the settings table.
-// rstmdb's shipped configs carry a replication section; stmdb has no
-// replication, so it accepts the section only for a standalone server.
+// Keys of the replication section besides those of the settings table.
+// rstmdb's shipped configs carry these; stmdb accepts and ignores them
+// (replication.role only as standalone: a replica is made by
+// replication.primary_addr).
 var replicationKeys = []string{
-	"role", "mode", "upstream", "sync_replicas", "sync_timeout_ms", "max_lag_seconds", "max_lag_entries",
+	"role", "mode", "upstream", "max_lag_seconds", "max_lag_entries",
 	"auth_token", "auth_token_hashes", "auth_secrets_file", "poll_interval_ms", "heartbeat_interval_secs",
-	"reconnect_delay_secs", "reconnect_max_delay_secs", "lag_check_interval_secs", "tls_enabled",
-	"tls_ca_path", "tls_insecure",
+	"reconnect_delay_secs", "reconnect_max_delay_secs", "lag_check_interval_secs",
 }
 
 const configEnv = "RSTMDB_CONFIG"
@@ -328,7 +375,7 @@ func loadConfig(args []string, getenv func(string) string, stderr io.Writer) (co
 		return c, err
 	}
 	if v := getenv("RSTMDB_REPL_ROLE"); v != "" && !strings.EqualFold(v, "standalone") {
-		return c, fmt.Errorf("RSTMDB_REPL_ROLE: %q: stmdb has no replication; only standalone is supported", v)
+		return c, fmt.Errorf("RSTMDB_REPL_ROLE: %q: only standalone is accepted; a replica is made by RSTMDB_REPLICA_OF", v)
 	}
 	for _, g := range given {
 		name := "--" + g.s.flag
@@ -544,11 +591,18 @@ func (c *config) applyYAML(file string, data []byte, from map[string]string) err
 	}
 	at := func(line int) string { return fmt.Sprintf("%s:%d", file, line) }
 	for _, sec := range root.Entries {
+		inert := map[string]bool{}
 		if sec.Key == "replication" {
 			if err := checkReplication(file, sec.Value); err != nil {
 				return err
 			}
-			continue
+			// rstmdb's files say role: standalone or mode: async where
+			// its sync settings are not in effect; so they are not here.
+			for _, e := range sec.Value.Entries {
+				if e.Value.Kind == yamlScalar && (e.Key == "role" && e.Value.Value == "standalone" || e.Key == "mode" && e.Value.Value == "async") {
+					inert["replication.sync_replicas"], inert["replication.sync_timeout_ms"] = true, true
+				}
+			}
 		}
 		if !sections[sec.Key] {
 			return &yamlError{File: file, Line: sec.Line, Msg: fmt.Sprintf("unknown section '%s'", sec.Key)}
@@ -562,6 +616,9 @@ func (c *config) applyYAML(file string, data []byte, from map[string]string) err
 		for _, e := range sec.Value.Entries {
 			key := sec.Key + "." + e.Key
 			s := settingByKey(key)
+			if s == nil && sec.Key == "replication" || inert[key] {
+				continue // an rstmdb key, checked above
+			}
 			if s == nil {
 				return &yamlError{File: file, Line: e.Line, Msg: fmt.Sprintf("unknown key '%s'", key)}
 			}
@@ -590,11 +647,14 @@ func checkReplication(file string, n *yamlNode) error {
 		return &yamlError{File: file, Line: n.Line, Msg: "'replication' must be a map of settings"}
 	}
 	for _, e := range n.Entries {
+		if settingByKey("replication."+e.Key) != nil {
+			continue
+		}
 		if !slices.Contains(replicationKeys, e.Key) {
 			return &yamlError{File: file, Line: e.Line, Msg: fmt.Sprintf("unknown key 'replication.%s'", e.Key)}
 		}
 		if e.Key == "role" && !e.Value.isNull() && (e.Value.Kind != yamlScalar || e.Value.Value != "standalone") {
-			return &yamlError{File: file, Line: e.Line, Msg: "replication.role: stmdb has no replication; only standalone is supported"}
+			return &yamlError{File: file, Line: e.Line, Msg: "replication.role: only standalone is accepted; a replica is made by replication.primary_addr"}
 		}
 	}
 	return nil

@@ -88,6 +88,10 @@ func TestConfigDefaults(t *testing.T) {
 		"compaction.min_interval_secs": 60 * time.Second, "metrics.enabled": false,
 		"metrics.bind_addr": "0.0.0.0:9090", "logging.level": "info", "logging.format": "text",
 		"http.bind_addr": "127.0.0.1:7480", "http.cors_origins": "",
+		"replication.primary_addr": "", "replication.token": "", "replication.tls_enabled": false,
+		"replication.tls_ca_path": "", "replication.tls_client_cert": "", "replication.tls_client_key": "",
+		"replication.tls_insecure": false, "replication.sync_replicas": 0, "replication.sync_timeout_ms": int64(0),
+		"replication.max_lag_ms": int64(5000),
 	}
 	gotDefaults := map[string]any{}
 	for i := range settings {
@@ -142,6 +146,19 @@ func TestConfigPrecedence(t *testing.T) {
 		{key: "storage.max_disk_mb", file: "300", env: "400", flag: "0",
 			def: int64(0), inFile: int64(300), inEnv: int64(400), inFlag: int64(0)},
 		{key: "limits.max_batch_ops", file: "200", env: "300", flag: "10000", def: 100, inFile: 200, inEnv: 300, inFlag: 10000},
+		{key: "replication.primary_addr", file: `"10.0.0.1:7401"`, env: "10.0.0.2:7401", flag: "",
+			def: "", inFile: "10.0.0.1:7401", inEnv: "10.0.0.2:7401", inFlag: ""},
+		{key: "replication.token", file: "f", env: "e", flag: "g", def: "", inFile: "f", inEnv: "e", inFlag: "g"},
+		{key: "replication.tls_enabled", file: "true", env: "0", flag: "true", def: false, inFile: true, inEnv: false, inFlag: true},
+		{key: "replication.tls_ca_path", file: "/f", env: "/e", flag: "/g", def: "", inFile: "/f", inEnv: "/e", inFlag: "/g"},
+		{key: "replication.tls_client_cert", file: "/f", env: "/e", flag: "/g", def: "", inFile: "/f", inEnv: "/e", inFlag: "/g"},
+		{key: "replication.tls_client_key", file: "/f", env: "/e", flag: "/g", def: "", inFile: "/f", inEnv: "/e", inFlag: "/g"},
+		{key: "replication.tls_insecure", file: "true", env: "0", flag: "true", def: false, inFile: true, inEnv: false, inFlag: true},
+		{key: "replication.sync_replicas", file: "1", env: "2", flag: "0", def: 0, inFile: 1, inEnv: 2, inFlag: 0},
+		{key: "replication.sync_timeout_ms", file: "100", env: "200", flag: "0",
+			def: int64(0), inFile: int64(100), inEnv: int64(200), inFlag: int64(0)},
+		{key: "replication.max_lag_ms", file: "100", env: "200", flag: "300",
+			def: int64(5000), inFile: int64(100), inEnv: int64(200), inFlag: int64(300)},
 		{key: "limits.max_frame_bytes", file: "2048", env: "4096", flag: "16777216",
 			def: 16777216, inFile: 2048, inEnv: 4096, inFlag: 16777216},
 		{key: "auth.required", file: "true", env: "false", flag: "true", extra: []string{"--auth-token-hash=" + hashD},
@@ -453,7 +470,7 @@ func TestConfigErrors(t *testing.T) {
 			want: "cfg.yaml:3: storage.fsync_policy: the map form takes exactly one key, every_n or every_ms; got 2"},
 		{name: "fsync map unknown", yaml: "storage:\n  fsync_policy: {every_s: 2}\n",
 			want: `cfg.yaml:2: storage.fsync_policy: unknown policy "every_s" in the map form; use every_write, never, every_n: N, every_ms: N or !every_n N`},
-		{name: "replication primary", yaml: "replication:\n  role: primary\n", want: "cfg.yaml:2: replication.role: stmdb has no replication; only standalone is supported"},
+		{name: "replication primary", yaml: "replication:\n  role: primary\n", want: "cfg.yaml:2: replication.role: only standalone is accepted; a replica is made by replication.primary_addr"},
 		{name: "replication unknown key", yaml: "replication:\n  role: standalone\n  rol: x\n", want: "cfg.yaml:3: unknown key 'replication.rol'"},
 		{name: "missing file", args: []string{"--config", "/nonexistent/c.yaml"}, want: "config file: open /nonexistent/c.yaml: no such file or directory"},
 
@@ -474,7 +491,7 @@ func TestConfigErrors(t *testing.T) {
 		{name: "env hash", env: map[string]string{"RSTMDB_AUTH_TOKEN_HASH": "xyz"},
 			want: `RSTMDB_AUTH_TOKEN_HASH: "xyz" is not a SHA-256 hash (64 hex digits; rstmdb-cli hash-token makes one) (auth.token_hashes)`},
 		{name: "env replication role", env: map[string]string{"RSTMDB_REPL_ROLE": "replica"},
-			want: `RSTMDB_REPL_ROLE: "replica": stmdb has no replication; only standalone is supported`},
+			want: `RSTMDB_REPL_ROLE: "replica": only standalone is accepted; a replica is made by RSTMDB_REPLICA_OF`},
 
 		// Flags.
 		{name: "flag range", args: []string{"--max-batch-ops=10001"}, want: "--max-batch-ops: 10001 is out of range 1..10000 (limits.max_batch_ops)"},

@@ -193,6 +193,9 @@ func (s *server) httpOp(rt httpRoute) http.HandlerFunc {
 		params, status, rerr := httpParams(rt, r, hasIdem)
 		var rep reply
 		if rerr == nil {
+			rerr = s.writeGate(rt.op)
+		}
+		if rerr == nil {
 			rep, rerr = s.dispatch(nil, rt.op, params)
 		}
 		if rerr != nil {
@@ -210,6 +213,10 @@ func (s *server) httpOp(rt httpRoute) http.HandlerFunc {
 			if err := s.log.waitDurable(rep.lsn); err != nil {
 				s.metrics.request(name, codeWALIOError, time.Since(start))
 				httpWriteError(w, 0, newError(codeWALIOError, "write-ahead log: %v", err))
+				return
+			}
+			if s.repl.syncWait() && !s.repl.waitReplicated(rep.lsn) { // replica.go
+				httpWriteError(w, 0, newError(codeInternalError, "server shutting down"))
 				return
 			}
 		}

@@ -9,6 +9,7 @@
 //	stmdb backup --addr HOST:PORT --out DIR [--token T] [--follow]
 //	stmdb restore --from DIR --data NEWDIR [--to-offset N | --to-time RFC3339]
 //	stmdb verify --data DIR
+//	stmdb serve --replica-of HOST:PORT [--rebootstrap] ...; stmdb promote --addr HOST:PORT
 //	stmdb version
 package main
 
@@ -25,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"runtime/trace"
+	"slices"
 	"strings"
 	"syscall"
 )
@@ -86,14 +88,29 @@ commands:
 }
 
 func cmdServe(args []string, stderr io.Writer) int {
+	// --rebootstrap is an action of this start, not a setting.
+	rebootstrap := false
+	args = slices.DeleteFunc(slices.Clone(args), func(a string) bool {
+		if a == "--rebootstrap" || a == "-rebootstrap" || a == "--rebootstrap=true" {
+			rebootstrap = true
+			return true
+		}
+		return false
+	})
 	cfg, err := loadConfig(args, os.Getenv, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(stderr, "  --rebootstrap\tmove the data directory aside and copy the primary afresh (with --replica-of)")
 		return 0
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		return 2
 	}
+	if rebootstrap && cfg.ReplicaOf == "" {
+		fmt.Fprintln(stderr, "stmdb: --rebootstrap needs --replica-of (replication.primary_addr)")
+		return 2
+	}
+	cfg.replicaRebootstrap = rebootstrap
 	// STMDB_CPUPROFILE=FILE profiles the server until it shuts down (for
 	// PERFORMANCE.md work: profile, don't guess).
 	if path := os.Getenv("STMDB_CPUPROFILE"); path != "" {
@@ -121,24 +138,50 @@ func cmdServe(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		return 2
 	}
-	s, err := openServer(cfg, logger)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for {
+		status, again := serveOnce(ctx, &cfg, logger, stderr)
+		if !again {
+			return status
+		}
+		// A replica whose next record the primary no longer holds: copy
+		// it afresh and serve again on the same addresses.
+		cfg.replicaRebootstrap, cfg.replicaRecopy = false, true
+	}
+}
+
+// serveOnce opens the data directory (a replica first copies its primary
+// when it has to) and serves until a signal, a failure, or (again) a
+// replica that must copy its primary afresh. The bind addresses are
+// updated to those bound, so that a second round binds the same ports.
+func serveOnce(ctx context.Context, cfg *config, logger *slog.Logger, stderr io.Writer) (status int, again bool) {
+	if cfg.ReplicaOf != "" {
+		if err := replicaBootstrap(ctx, *cfg, logger); err != nil {
+			fmt.Fprintf(stderr, "stmdb: %v\n", err)
+			return 1, false
+		}
+	}
+	s, err := openServer(*cfg, logger)
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
-		return 1
+		return 1, false
 	}
 	ln, err := net.Listen("tcp", cfg.Bind)
 	if err != nil {
 		fmt.Fprintf(stderr, "stmdb: %v\n", err)
 		s.close()
-		return 1
+		return 1, false
 	}
+	cfg.Bind = ln.Addr().String()
 	if cfg.MetricsEnabled {
 		mln, err := net.Listen("tcp", cfg.MetricsBind)
 		if err != nil {
 			fmt.Fprintf(stderr, "stmdb: metrics.bind_addr: %v\n", err)
 			s.close()
-			return 1
+			return 1, false
 		}
+		cfg.MetricsBind = mln.Addr().String()
 		logger.Info("metrics listening", "addr", mln.Addr().String())
 		go s.serveMetrics(mln)
 	}
@@ -147,17 +190,34 @@ func cmdServe(args []string, stderr io.Writer) int {
 		if err != nil {
 			fmt.Fprintf(stderr, "stmdb: http.bind_addr: %v\n", err)
 			s.close()
-			return 1
+			return 1, false
 		}
+		cfg.HTTPBind = hln.Addr().String()
 		logger.Info("http API and console", "http_addr", hln.Addr().String())
 		go s.serveHTTP(hln)
 	}
-	logger.Info("listening", "addr", ln.Addr().String(), "data", cfg.DataDir, "fsync", cfg.Fsync.Kind)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
+	replFail := make(chan error, 1)
+	replCopy := make(chan struct{}, 1)
+	s.repl.fail = func(err error) {
+		select {
+		case replFail <- err:
+		default:
+		}
+	}
+	s.repl.rebootstrap = func() {
+		select {
+		case replCopy <- struct{}{}:
+		default:
+		}
+	}
+	if err := s.repl.start(); err != nil {
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		s.close()
+		return 1, false
+	}
+	logger.Info("listening", "addr", ln.Addr().String(), "data", cfg.DataDir, "fsync", cfg.Fsync.Kind, "role", s.repl.info().Role)
 	done := make(chan error, 1)
 	go func() { done <- s.serve(ln) }()
-	status := 0
 	select {
 	case <-ctx.Done():
 		logger.Info("shutting down")
@@ -166,12 +226,19 @@ func cmdServe(args []string, stderr io.Writer) int {
 		// listener: the server stops, and says so in its exit status.
 		logger.Error("listener failed; shutting down", "err", err)
 		status = 1
+	case err := <-replFail:
+		logger.Error("replication: refusing to serve; shutting down", "err", err)
+		fmt.Fprintf(stderr, "stmdb: %v\n", err)
+		status = 1
+	case <-replCopy:
+		again = true
 	}
+	s.repl.stopFollowing()
 	if err := s.close(); err != nil {
 		logger.Error("closing the write-ahead log", "err", err)
-		return 1
+		return 1, false
 	}
-	return status
+	return status, again
 }
 
 func cmdWAL(args []string, stdout, stderr io.Writer) int {

@@ -246,6 +246,7 @@ type metricsSnapshot struct {
 	WalLastLSN                                                    uint64
 	OutputQueuedBytes                                             uint64
 	TimersArmed, TimersFired, TimersGuardFailed                   uint64
+	Repl                                                          replMetrics
 	Disk                                                          diskInfo
 }
 
@@ -378,6 +379,7 @@ func (m *metrics) collect(snap metricsSnapshot) []metricsFamily {
 		metricsScalar("rstmdb_timers_guard_failed_total", "counter", "Timers spent without a write because their transition's guard failed.", metricsUint(snap.TimersGuardFailed)),
 	)
 
+	fams = append(fams, snap.Repl.families()...) // replica.go
 	fams = append(fams, metricsProcessFamilies()...)
 
 	slices.SortFunc(fams, func(a, b metricsFamily) int { return strings.Compare(a.name, b.name) })

@@ -131,6 +131,7 @@ func (s *server) handleBye(c *conn, p *ByeParams) (reply, *rcpError) {
 }
 
 func (s *server) handleInfo(c *conn, p *InfoParams) (reply, *rcpError) {
+	ri := s.repl.info()
 	return reply{result: encMarshal(struct {
 		Features        []string `json:"features"`
 		MaxBatchOps     int      `json:"max_batch_ops"`
@@ -141,8 +142,11 @@ func (s *server) handleInfo(c *conn, p *InfoParams) (reply, *rcpError) {
 		ServerVersion   string   `json:"server_version"`
 		Timers          any      `json:"timers"`
 		Disk            diskInfo `json:"disk"`
+		Role            string   `json:"role"`
+		Epoch           uint64   `json:"epoch"`
+		Replication     replInfo `json:"replication"`
 	}{serverFeatures, s.cfg.MaxBatchOps, s.frameLimit(), maxSubsPerConn, protocolVersion, serverName, serverVersion, s.timerInfo(),
-		s.disk.info(s.log.stats().AllocatedBytes)}), lsn: s.readLSN()}, nil
+		s.disk.info(s.log.stats().AllocatedBytes), ri.Role, ri.Epoch, ri}), lsn: s.readLSN()}, nil
 }
 
 // frameLimit is the largest request payload this server accepts.
@@ -160,6 +164,9 @@ func (s *server) readLSN() uint64 { return s.log.lastLSN() }
 
 // commit appends r to the WAL and applies it. Caller holds st.mu.
 func (s *server) commit(r *record) *rcpError {
+	if s.repl.isReplica() { // the fence under the lock: promotion flips it under st.mu
+		return s.repl.readOnlyError()
+	}
 	r.Type = recTypeNames[r.typ]
 	s.recBuf = appendRecord(s.recBuf[:0], r)
 	if err := recordTooLarge(len(s.recBuf)); err != nil {

@@ -39,18 +39,19 @@ const (
 	opListInstances    opCode = 14 // LIST_INSTANCES
 	opListMachines     opCode = 15 // LIST_MACHINES
 	opPing             opCode = 16 // PING
-	opPutMachine       opCode = 17 // PUT_MACHINE
-	opReplicate        opCode = 18 // REPLICATE
-	opSnapshotInstance opCode = 19 // SNAPSHOT_INSTANCE
-	opUnwatch          opCode = 20 // UNWATCH
-	opWalRead          opCode = 21 // WAL_READ
-	opWalStats         opCode = 22 // WAL_STATS
-	opWatchAll         opCode = 23 // WATCH_ALL
-	opWatchInstance    opCode = 24 // WATCH_INSTANCE
+	opPromote          opCode = 17 // PROMOTE
+	opPutMachine       opCode = 18 // PUT_MACHINE
+	opReplicate        opCode = 19 // REPLICATE
+	opSnapshotInstance opCode = 20 // SNAPSHOT_INSTANCE
+	opUnwatch          opCode = 21 // UNWATCH
+	opWalRead          opCode = 22 // WAL_READ
+	opWalStats         opCode = 23 // WAL_STATS
+	opWatchAll         opCode = 24 // WATCH_ALL
+	opWatchInstance    opCode = 25 // WATCH_INSTANCE
 )
 
 // numOps is the number of ops; valid codes are 1..numOps.
-const numOps = 24
+const numOps = 25
 
 // opDesc describes an op. (Not opInfo: that is the INFO op's code.)
 type opDesc struct {
@@ -77,6 +78,7 @@ var opTable = [numOps + 1]opDesc{
 	opListInstances:    {name: "LIST_INSTANCES", flags: flagRead, doc: "Lists instances ordered by id, filtered by machine and state."},
 	opListMachines:     {name: "LIST_MACHINES", flags: flagRead, doc: "Lists machine names with their versions."},
 	opPing:             {name: "PING", flags: flagPreAuth, doc: "Liveness check: {\"pong\":true}."},
+	opPromote:          {name: "PROMOTE", flags: flagWrite, doc: "Turns a replica into a primary: stops following, writes an epoch record, takes writes (replica.go)."},
 	opPutMachine:       {name: "PUT_MACHINE", flags: flagWrite, doc: "Registers a machine version; identical re-put is created:false."},
 	opReplicate:        {name: "REPLICATE", flags: flagRead | flagStreaming, doc: "Dedicates the connection to the replication stream (replicate.go): a snapshot when needed, then the log."},
 	opSnapshotInstance: {name: "SNAPSHOT_INSTANCE", flags: flagRead, doc: "Writes one instance's current state to a file under snapshots/."},
@@ -122,6 +124,8 @@ func lookupOp(name string) (opCode, bool) {
 		return opListMachines, true
 	case "PING":
 		return opPing, true
+	case "PROMOTE":
+		return opPromote, true
 	case "PUT_MACHINE":
 		return opPutMachine, true
 	case "REPLICATE":
@@ -175,15 +179,16 @@ func _() {
 	_ = x[opListInstances-14]
 	_ = x[opListMachines-15]
 	_ = x[opPing-16]
-	_ = x[opPutMachine-17]
-	_ = x[opReplicate-18]
-	_ = x[opSnapshotInstance-19]
-	_ = x[opUnwatch-20]
-	_ = x[opWalRead-21]
-	_ = x[opWalStats-22]
-	_ = x[opWatchAll-23]
-	_ = x[opWatchInstance-24]
-	_ = x[numOps-24]
+	_ = x[opPromote-17]
+	_ = x[opPutMachine-18]
+	_ = x[opReplicate-19]
+	_ = x[opSnapshotInstance-20]
+	_ = x[opUnwatch-21]
+	_ = x[opWalRead-22]
+	_ = x[opWalStats-23]
+	_ = x[opWatchAll-24]
+	_ = x[opWatchInstance-25]
+	_ = x[numOps-25]
 }
 
 // ApplyEventParams are the params of APPLY_EVENT.
@@ -928,6 +933,21 @@ func decodePingParamsWith(raw []byte, p *PingParams, trusted bool) *rcpError {
 	return paramValidateObject(raw)
 }
 
+// PromoteParams are the params of PROMOTE.
+type PromoteParams struct{}
+
+// decodePromoteParams decodes the params of PROMOTE into p.
+func decodePromoteParams(raw []byte, p *PromoteParams) *rcpError {
+	return decodePromoteParamsWith(raw, p, false)
+}
+
+// decodePromoteParamsWith is decodePromoteParams; trusted: raw was validated
+// as JSON already (see scanParams).
+func decodePromoteParamsWith(raw []byte, p *PromoteParams, trusted bool) *rcpError {
+	*p = PromoteParams{}
+	return paramValidateObject(raw)
+}
+
 // PutMachineParams are the params of PUT_MACHINE.
 type PutMachineParams struct {
 	Machine    string          // machine required min=1 max=256
@@ -1001,6 +1021,7 @@ func decodePutMachineParamsWith(raw []byte, p *PutMachineParams, trusted bool) *
 type ReplicateParams struct {
 	FromOffset *uint64 // from_offset
 	Follow     bool    // follow default=true
+	ReplicaID  *string // replica_id max=128
 }
 
 // decodeReplicateParams decodes the params of REPLICATE into p.
@@ -1012,7 +1033,7 @@ func decodeReplicateParams(raw []byte, p *ReplicateParams) *rcpError {
 // as JSON already (see scanParams).
 func decodeReplicateParamsWith(raw []byte, p *ReplicateParams, trusted bool) *rcpError {
 	*p = ReplicateParams{}
-	var vFromOffset, vFollow []byte
+	var vFromOffset, vFollow, vReplicaID []byte
 	sc, err := scanParams(raw, trusted)
 	if err != nil {
 		return err
@@ -1023,6 +1044,8 @@ func decodeReplicateParamsWith(raw []byte, p *ReplicateParams, trusted bool) *rc
 			vFromOffset = sc.val
 		case "follow":
 			vFollow = sc.val
+		case "replica_id":
+			vReplicaID = sc.val
 		}
 	}
 	if sc.err != nil {
@@ -1042,6 +1065,14 @@ func decodeReplicateParamsWith(raw []byte, p *ReplicateParams, trusted bool) *rc
 		if p.Follow, err = paramBool("follow", vFollow); err != nil {
 			return err
 		}
+	}
+	// replica_id
+	if !paramAbsent(vReplicaID) {
+		v, err := paramString("replica_id", vReplicaID, 0, 128)
+		if err != nil {
+			return err
+		}
+		p.ReplicaID = &v
 	}
 	return nil
 }
@@ -1429,6 +1460,12 @@ func (s *server) dispatch(c *conn, op opCode, params []byte) (reply, *rcpError) 
 			return reply{}, err
 		}
 		return s.handlePing(c, &p)
+	case opPromote:
+		var p PromoteParams
+		if err := decodePromoteParamsWith(params, &p, true); err != nil {
+			return reply{}, err
+		}
+		return s.handlePromote(c, &p)
 	case opPutMachine:
 		var p PutMachineParams
 		if err := decodePutMachineParamsWith(params, &p, true); err != nil {

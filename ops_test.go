@@ -27,7 +27,7 @@ func TestSessionOps(t *testing.T) {
 		{op: "HELLO", params: `{"protocol_version":1.0}`, code: codeBadRequest, messageHas: "protocol_version"},
 		{op: "HELLO", params: `{"protocol_version":"1"}`, code: codeBadRequest, messageHas: "protocol_version"},
 		{op: "HELLO", params: `{"protocol_version":1,"wire_modes":"jsonl"}`, code: codeBadRequest, messageHas: "wire_modes"},
-		{op: "INFO", want: `{"features":["idempotency","batch","watch","wal_read"],"max_batch_ops":100,"max_frame_bytes":16777216,"max_subscriptions_per_connection":1024,"protocol_version":1,"server_name":"stmdb","server_version":"<any>","timers":{"armed":0,"fired":0,"guard_failed":0},"disk":{"used_bytes":"<int>","quota_bytes":0,"reserve_bytes":"<int>"}}`},
+		{op: "INFO", want: `{"features":["idempotency","batch","watch","wal_read"],"max_batch_ops":100,"max_frame_bytes":16777216,"max_subscriptions_per_connection":1024,"protocol_version":1,"server_name":"stmdb","server_version":"<any>","timers":{"armed":0,"fired":0,"guard_failed":0},"disk":{"used_bytes":"<int>","quota_bytes":0,"reserve_bytes":"<int>"},"role":"primary","epoch":0,"replication":{"role":"primary","epoch":0,"offset":"<int>","sync_replicas":0,"synchronous":false,"sync_degradations":0}}`},
 		{name: "params not an object", op: "PING", params: `[1]`, code: codeBadRequest, messageHas: "params"},
 		{op: "NOPE", code: codeBadRequest, messageHas: "unknown op 'NOPE'"},
 		{op: "ping", code: codeBadRequest, messageHas: "unknown op"},

@@ -32,6 +32,7 @@ const (
 	recTagOp     // one member of a batch: type byte, then a length-prefixed record
 	recTagSource // who wrote an event other than a client: "timer"
 	recTagPrev   // the instance's previous record (the history chain); absent = unknown (older records)
+	recTagEpoch  // recEpoch: the epoch that starts at the record
 )
 
 // appendRecord appends r's binary form (without its type, which the WAL
@@ -58,6 +59,9 @@ func appendRecord(b []byte, r *record) []byte {
 	b = recAppendStr(b, recTagSource, r.Source)
 	if r.Prev != 0 {
 		b = recAppendUint(b, recTagPrev, r.Prev)
+	}
+	if r.Epoch != 0 {
+		b = recAppendUint(b, recTagEpoch, r.Epoch)
 	}
 	for _, op := range r.Ops {
 		b = append(b, recTagOp, op.typ)
@@ -125,7 +129,7 @@ func decodeRecord(typ uint8, b []byte) (*record, error) {
 			b = rest
 			continue
 		}
-		if tag == recTagTime || tag == recTagVersion || tag == recTagPrev {
+		if tag == recTagTime || tag == recTagVersion || tag == recTagPrev || tag == recTagEpoch {
 			v, n := binary.Uvarint(b)
 			if n <= 0 {
 				return nil, errRecordTruncated
@@ -136,6 +140,8 @@ func decodeRecord(typ uint8, b []byte) (*record, error) {
 				r.Time = int64(v)
 			case recTagPrev:
 				r.Prev = v
+			case recTagEpoch:
+				r.Epoch = v
 			default:
 				if v > 1<<32-1 {
 					return nil, fmt.Errorf("version %d out of range", v)

@@ -24,8 +24,9 @@ import (
 //	REPLICATE {from_offset?: u64, follow?: bool = true}
 //
 // from_offset is the last offset the receiver already holds durably. When
-// it is absent or 0 (an empty receiver), or when the server no longer
-// retains the record after it (compaction removed it), the stream starts
+// it is absent (a receiver that wants a copy), or when the server no longer
+// retains the record after it (compaction removed it; for 0, an empty
+// receiver such as a new replica, record 1), the stream starts
 // with a full snapshot at some offset S, taken the way COMPACT takes one
 // (the state is copied under the lock in time proportional to its chunks,
 // then encoded without it), and continues with the log from S+1; otherwise
@@ -92,17 +93,14 @@ const (
 	replHeartbeat  = time.Second
 )
 
-// replicationEpoch is the server's epoch as the stream and backups report
-// it. Epochs come with promotion (issue 19); until then there is one.
-func replicationEpoch(s *server) uint64 { return 0 }
-
 // replHello is REPLICATE's result.
 type replHello struct {
-	Epoch          uint64  `json:"epoch"`
-	StartOffset    uint64  `json:"start_offset"`
-	LastOffset     uint64  `json:"last_offset"`
-	SnapshotOffset *uint64 `json:"snapshot_offset,omitempty"`
-	SnapshotTime   int64   `json:"snapshot_time,omitempty"` // Unix ms when the snapshot was taken
+	Epoch          uint64       `json:"epoch"`
+	Epochs         []epochStart `json:"epochs,omitempty"` // the epoch history (replica.go)
+	StartOffset    uint64       `json:"start_offset"`
+	LastOffset     uint64       `json:"last_offset"`
+	SnapshotOffset *uint64      `json:"snapshot_offset,omitempty"`
+	SnapshotTime   int64        `json:"snapshot_time,omitempty"` // Unix ms when the snapshot was taken
 }
 
 // replSession is one REPLICATE connection on the primary.
@@ -132,8 +130,9 @@ func (s *server) handleReplicate(c *conn, p *ReplicateParams) (reply, *rcpError)
 			with("last_offset", last)
 	}
 	sess := &replSession{s: s, c: c, follow: p.Follow}
-	if p.FromOffset != nil && *p.FromOffset > 0 && *p.FromOffset+1 >= s.log.firstLSN() {
+	if p.FromOffset != nil && *p.FromOffset+1 >= s.log.firstLSN() {
 		sess.start = *p.FromOffset + 1
+		sess.acked.Store(*p.FromOffset) // the receiver holds it durably
 	} else {
 		sess.img = s.st.capture()
 		sess.start = sess.img.lsn + 1
@@ -144,8 +143,13 @@ func (s *server) handleReplicate(c *conn, p *ReplicateParams) (reply, *rcpError)
 	s.hub.register(sess.cursor)
 	s.st.mu.Unlock()
 	s.compactMu.Unlock()
+	if p.ReplicaID != nil {
+		s.repl.track(sess, *p.ReplicaID)
+	} else {
+		s.repl.track(sess, "")
+	}
 
-	h := replHello{Epoch: replicationEpoch(s), StartOffset: sess.start, LastOffset: last}
+	h := replHello{Epoch: replicationEpoch(s), Epochs: replicationEpochs(s), StartOffset: sess.start, LastOffset: last}
 	if sess.img != nil {
 		lsn := sess.img.lsn
 		h.SnapshotOffset, h.SnapshotTime = &lsn, now
@@ -166,6 +170,7 @@ func (r *replSession) serve() {
 	go func() {
 		defer c.watch.done.Done()
 		defer r.s.hub.unregister(r.cursor)
+		defer r.s.repl.untrack(r)
 		if err := r.send(); err != nil {
 			r.s.logger.Error("replication stream failed; closing the connection", "remote", c.remote, "err", err)
 			c.nc.Close()
@@ -189,6 +194,7 @@ func (r *replSession) serve() {
 			return
 		}
 		r.acked.Store(ack.DurableOffset)
+		r.s.repl.ackedBy(r)
 	}
 }
 
@@ -460,8 +466,11 @@ type replMsg struct {
 
 // replicateOpen sends REPLICATE on c and returns the stream. c must not be
 // used afterwards; close the stream instead.
-func replicateOpen(c *client, fromOffset *uint64, follow bool) (*replStream, error) {
+func replicateOpen(c *client, fromOffset *uint64, follow bool, replicaID ...string) (*replStream, error) {
 	params := map[string]any{"follow": follow}
+	if len(replicaID) > 0 {
+		params["replica_id"] = replicaID[0] // a replica: it counts for sync_replicas
+	}
 	if fromOffset != nil {
 		params["from_offset"] = *fromOffset
 	}

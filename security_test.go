@@ -338,7 +338,7 @@ func TestIdleTimeoutFromLastRequest(t *testing.T) {
 
 func TestRequestLimits(t *testing.T) {
 	small := startServer(t, func(c *config) { c.MaxFrameBytes = 4096 })
-	runSteps(t, small.dial(), []step{{op: "INFO", want: `{"features":"<any>","max_batch_ops":100,"max_frame_bytes":4096,"max_subscriptions_per_connection":1024,"protocol_version":1,"server_name":"stmdb","server_version":"<any>","timers":"<any>","disk":"<any>"}`}})
+	runSteps(t, small.dial(), []step{{op: "INFO", want: `{"features":"<any>","max_batch_ops":100,"max_frame_bytes":4096,"max_subscriptions_per_connection":1024,"protocol_version":1,"server_name":"stmdb","server_version":"<any>","timers":"<any>","disk":"<any>","role":"primary","epoch":0,"replication":"<any>"}`}})
 	msgs, closed := rawSend(t, small, appendFrame(nil, modeBinary, []byte(`{"id":"1","op":"PING","params":{"pad":"`+strings.Repeat("p", 5000)+`"}}`)))
 	if len(msgs) != 1 || msgs[0].Error == nil || !strings.Contains(msgs[0].Error.Message, "4096") || !closed {
 		t.Errorf("frame over limits.max_frame_bytes: %v closed=%v", msgs, closed)

@@ -38,6 +38,7 @@ type server struct {
 	lastCompact atomic.Int64  // Unix ms of the last compaction
 	compactedAt atomic.Uint64 // LSN the newest snapshot covers
 	disk        *diskSpace    // quota and reserve of the data directory (disk.go)
+	repl        *replication  // role, following, replica acks (replica.go)
 
 	hub         *watchHub
 	frameBudget *frameBudget // shared bound on large request buffers
@@ -54,9 +55,7 @@ type server struct {
 
 	// fatal is called when the WAL fails in a way that cannot be recovered
 	// from in-process (a failed fsync). The default logs and exits non-zero.
-	// Call it through die, which calls it once.
-	fatal     func(error)
-	fatalOnce sync.Once
+	fatal func(error)
 
 	recBuf []byte // record encoding buffer; guarded by st.mu
 }
@@ -92,6 +91,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	s.repl = newReplication(s)
 	start := time.Now()
 	st, snapPath, err := loadNewestSnapshot(filepath.Join(cfg.DataDir, "snapshots"), cfg.IdempotencyTTL.Milliseconds())
 	if err != nil {
@@ -117,7 +117,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		// A failed sync is fatal under every policy, not only when a reply
 		// waits for it; s.fatal is read when the failure happens, so a test
 		// may replace it after open.
-		OnFail:  s.die,
+		OnFail:  func(err error) { s.fatal(err) },
 		Admit:   s.disk.admit,
 		NoSpace: s.disk.noSpaceHit,
 		OnSync: func(d time.Duration, records int) {
@@ -230,12 +230,17 @@ func (s *server) metricsSnapshot() metricsSnapshot {
 		WalFsyncs: ws.Fsyncs, WalLastLSN: ws.LastLSN, OutputQueuedBytes: uint64(max(s.outBudget.queued.Load(), 0)),
 		TimersArmed: uint64(s.st.timers.armed.Load()), TimersFired: s.st.timers.fired.Load(), TimersGuardFailed: s.st.timers.guardFailed.Load(),
 		Disk: s.disk.info(ws.AllocatedBytes),
+		Repl: s.repl.metrics(),
 	}
 }
 
 // serveMetrics serves /metrics, /health and /healthz on ln until close.
 func (s *server) serveMetrics(ln net.Listener) {
-	hs := &http.Server{Handler: s.metrics.handler(s.metricsSnapshot), ReadHeaderTimeout: 10 * time.Second}
+	mux := http.NewServeMux()
+	mux.Handle("/", s.metrics.handler(s.metricsSnapshot))
+	mux.HandleFunc("GET /healthz", s.healthHandler(false)) // JSON: role, epoch, offset, lag (replica.go)
+	mux.HandleFunc("GET /readyz", s.healthHandler(true))
+	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		<-s.stop
 		hs.Close()
@@ -390,9 +395,6 @@ func (s *server) close() error {
 	}
 	return s.log.close()
 }
-
-// die reports a fatal log failure once, however many paths see it.
-func (s *server) die(err error) { s.fatalOnce.Do(func() { s.fatal(err) }) }
 
 func (s *server) isClosing() bool {
 	s.mu.Lock()
@@ -609,6 +611,7 @@ type outMsg struct {
 	event bool     // buf is a bare payload: the writer frames it
 	next  wireMode // reply: the framing of what is sent after it
 	pool  *[]byte  // buf came from replyBufs: return it once written
+	local bool     // wait only for the local sync, never for replicas
 }
 
 // size is what m counts against the queue bounds: its bytes on the wire,
@@ -691,6 +694,7 @@ func (c *conn) readLoop() {
 			deadline.arm(c.nc.SetReadDeadline, now, idle)
 		}
 		msg := c.handle(payload, now)
+		msg.local = c.stream != nil // REPLICATE's reply waits for no replica
 		msg.next = c.fr.mode()
 		if c.switchTo != nil {
 			msg.next = *c.switchTo
@@ -758,8 +762,23 @@ func (c *conn) writeLoop() {
 			}
 			if err := c.s.log.waitDurable(m.lsn); err != nil {
 				c.gate.release(m.size())
-				c.s.die(err)
+				c.s.fatal(err)
 				return
+			}
+			// Synchronous replication: a reply also waits for replica
+			// acks (replica.go); events do not.
+			if !m.event && !m.local && c.s.repl.syncWait() && m.lsn > c.s.repl.replicated.Load() {
+				if bw.Buffered() > 0 {
+					beforeSend()
+					if err := bw.Flush(); err != nil {
+						c.gate.release(m.size())
+						return
+					}
+				}
+				if !c.s.repl.waitReplicated(m.lsn) {
+					c.gate.release(m.size())
+					return
+				}
 			}
 		}
 		size := m.size()
@@ -870,7 +889,7 @@ func (c *conn) handle(payload []byte, start time.Time) outMsg {
 	var rerr *rcpError
 	if c.s.cfg.AuthRequired && !c.authed && opTable[op].flags&flagPreAuth == 0 {
 		rerr = newError(codeUnauthorized, "authentication required: send AUTH before %s", opName)
-	} else {
+	} else if rerr = c.s.writeGate(op); rerr == nil {
 		r, rerr = c.s.dispatch(c, op, params)
 	}
 	if rerr != nil {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -48,6 +49,7 @@ type snapImage struct {
 	machines   []*machineVersion
 	instances  slotView
 	idem       cowView[idemKey, *idemEntry]
+	epochs     []epochStart
 }
 
 // capture copies the state. The instances, the idempotency keys and the
@@ -55,7 +57,7 @@ type snapImage struct {
 // proportional to their number of chunks and shards. Caller holds st.mu
 // for writing (the views change the tables' ownership marks).
 func (st *state) capture() *snapImage {
-	img := &snapImage{lsn: st.applied, instances: st.slots.view(), idem: st.idem.view()}
+	img := &snapImage{lsn: st.applied, instances: st.slots.view(), idem: st.idem.view(), epochs: slices.Clone(st.epochs)}
 	for _, vs := range st.machines {
 		for _, mv := range vs {
 			img.machines = append(img.machines, mv)
@@ -138,6 +140,16 @@ func (img *snapImage) encode(w io.Writer) (int64, error) {
 		e.str(id)
 		return true
 	})
+	// The epoch history (replica.go), only when there is one: a snapshot
+	// of a server never promoted is as before, and one without the
+	// section loads as epoch 0.
+	if len(img.epochs) > 0 {
+		e.uint(uint64(len(img.epochs)))
+		for _, ep := range img.epochs {
+			e.uint(ep.Epoch)
+			e.uint(ep.Offset)
+		}
+	}
 	var trailer [4]byte
 	binary.LittleEndian.PutUint32(trailer[:], e.crc)
 	if e.err == nil {
@@ -265,6 +277,11 @@ func decodeSnapshot(data []byte, idemTTL int64) (*state, error) {
 				st.tombstones = new(tombstoneSet)
 			}
 			st.tombstones.set(id, struct{}{})
+		}
+	}
+	if d.err == nil && len(d.b) != 0 {
+		for n := d.count(2); n > 0 && d.err == nil; n-- {
+			st.epochs = append(st.epochs, epochStart{Epoch: d.uint(), Offset: d.uint()})
 		}
 	}
 	if d.err == nil && len(d.b) != 0 {

@@ -17,12 +17,13 @@ const (
 	recDeleteInstance uint8 = 4
 	recBatch          uint8 = 5 // an atomic batch: applied whole or not at all
 	recFlushAll       uint8 = 6
+	recEpoch          uint8 = 7 // a promotion: a new epoch starts at this record (replica.go)
 )
 
 var recTypeNames = map[uint8]string{
 	recPutMachine: "put_machine", recCreateInstance: "create_instance",
 	recApplyEvent: "apply_event", recDeleteInstance: "delete_instance",
-	recBatch: "batch", recFlushAll: "flush_all",
+	recBatch: "batch", recFlushAll: "flush_all", recEpoch: "epoch",
 }
 
 // record is one change to the state. It carries the post-state of what it
@@ -50,6 +51,8 @@ type record struct {
 
 	IdemKey  string `json:"idempotency_key,omitempty"`
 	IdemHash string `json:"params_hash,omitempty"` // fingerprint of the request's params
+
+	Epoch uint64 `json:"epoch,omitempty"` // recEpoch: the epoch that starts here
 
 	Ops []*record `json:"ops,omitempty"` // recBatch members, in order
 	// Prev is the LSN of the instance's previous record (apply_event): the
@@ -108,6 +111,10 @@ type state struct {
 
 	// timers are the armed timers (timer.go), derived from the instances.
 	timers *timerTable
+
+	// epochs is the epoch history, one entry per promotion in log order
+	// (replica.go); none means epoch 0 from offset 1. FLUSH_ALL keeps it.
+	epochs []epochStart
 }
 
 // tombstoneSet is the set kind of state.tombstones: copy-on-write, so a
@@ -202,6 +209,8 @@ func (s *state) apply(r *record) {
 			s.tombstones = new(tombstoneSet)
 		}
 		s.armAll()
+	case recEpoch:
+		s.epochs = append(s.epochs, epochStart{Epoch: r.Epoch, Offset: r.lsn})
 	}
 	if r.IdemKey != "" {
 		k := idemKey{r.typ, r.IdemKey}

@@ -256,7 +256,10 @@ func (s *server) timerLoop(stop <-chan struct{}) {
 	defer sleep.Stop()
 	for {
 		now := s.now()
-		n, next, last := s.fireDue(now)
+		n, next, last := 0, int64(0), uint64(0)
+		if !s.repl.isReplica() { // timers fire only on a primary (replica.go)
+			n, next, last = s.fireDue(now)
+		}
 		if n == timerBatch {
 			// More are due: let this round reach the disk first.
 			if last > 0 && s.log.waitDurable(last) != nil {
@@ -291,6 +294,10 @@ func (s *server) fireDue(now int64) (n int, next int64, last uint64) {
 	t := s.st.timers
 	var fired []timerFire
 	s.st.mu.Lock()
+	if s.repl.isReplica() {
+		s.st.mu.Unlock()
+		return 0, 0, 0
+	}
 	for n < timerBatch && len(t.heap) > 0 && t.heap[0].due <= now {
 		e := t.heap[0]
 		n++
