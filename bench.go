@@ -913,9 +913,8 @@ func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error
 	defer os.Remove(f.Name())
 	defer f.Close()
 	const fileSize = 64 << 20
-	fd := int(f.Fd())
 	if cfg.baseline == "prealloc" {
-		if err := mmapFallocate(fd, fileSize); err != nil {
+		if err := preallocate(f, fileSize); err != nil {
 			return nil, fmt.Errorf("preallocate %s: %w", filepath.Base(f.Name()), err)
 		}
 		zeros := make([]byte, 1<<20)
@@ -925,7 +924,7 @@ func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error
 			}
 		}
 	}
-	if err := mmapFdatasync(fd); err != nil {
+	if err := syncData(f); err != nil {
 		return nil, err
 	}
 	rec := make([]byte, (24+cfg.payloadBytes+7)&^7)
@@ -968,7 +967,7 @@ func benchFsyncBaseline(cfg *benchConfig, stderr io.Writer) (*benchReport, error
 		if _, err := f.WriteAt(rec, off); err != nil {
 			return nil, err
 		}
-		if err := mmapFdatasync(fd); err != nil {
+		if err := syncData(f); err != nil {
 			return nil, fmt.Errorf("fdatasync: %w", err)
 		}
 		off += int64(len(rec))

@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -50,11 +49,8 @@ func benchCPU(b *testing.B) func() {
 }
 
 func benchRusage() int64 {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		return 0
-	}
-	return ru.Utime.Nano() + ru.Stime.Nano()
+	d, _ := processCPUTime()
+	return int64(d)
 }
 
 // benchOpen opens a server in a temporary directory with the given fsync

@@ -164,7 +164,7 @@ var settings = []setting{
 	{key: "storage.fsync_policy", env: "RSTMDB_FSYNC_POLICY", flag: "fsync-policy", meta: "POLICY",
 		usage: "every_write, never, every_n:N (writes) or every_ms:N (milliseconds)",
 		field: func(c *config) any { return &c.Fsync }},
-	{key: "storage.max_machine_versions", env: "RSTMDB_MAX_MACHINE_VERSIONS", flag: "max-machine-versions", meta: "N", min: 0, max: math.MaxUint32,
+	{key: "storage.max_machine_versions", env: "RSTMDB_MAX_MACHINE_VERSIONS", flag: "max-machine-versions", meta: "N", min: 0, max: min(math.MaxUint32, math.MaxInt),
 		usage: "versions kept per machine name; 0 = unlimited",
 		field: func(c *config) any { return &c.MaxMachineVersions }},
 	{key: "storage.allow_instance_recreate", env: "RSTMDB_ALLOW_INSTANCE_RECREATE", flag: "allow-instance-recreate", meta: "BOOL",

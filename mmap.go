@@ -150,17 +150,6 @@ func openFile(name string, flag int, perm os.FileMode) (*os.File, error) {
 	return f, err
 }
 
-// mmapFallocate and mmapFdatasync are the descriptor-based names bench.go
-// still calls (its fsync baseline); they go when it passes its *os.File to
-// preallocate and syncData. An fd from int(f.Fd()) round-trips through int on
-// every platform, a Windows HANDLE included. Unlike preallocate,
-// mmapFallocate returns errors.ErrUnsupported where there is no allocation
-// call instead of writing zeros.
-
-func mmapFallocate(fd int, size int64) error { return sysAllocate(uintptr(fd), size) }
-
-func mmapFdatasync(fd int) error { return sysSyncData(uintptr(fd)) }
-
 // The functions below are the storage code's only ways to change a file's
 // contents or a directory, so that diskTrace sees every change.
 
