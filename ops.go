@@ -715,7 +715,8 @@ func (s *server) handleWalRead(c *conn, p *WalReadParams) (reply, *rcpError) {
 		Sequence uint64          `json:"sequence"`
 	}
 	from := max(p.FromOffset, 1)
-	limit := min(int(p.Limit), walReadMaxRecords)
+	// In uint32 first: int(p.Limit) is negative on 32-bit platforms past 2^31.
+	limit := int(min(p.Limit, walReadMaxRecords))
 	recs := make([]rec, 0, min(limit, 128))
 	size := 0
 	next := p.FromOffset
