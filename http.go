@@ -215,7 +215,7 @@ func (s *server) httpOp(rt httpRoute) http.HandlerFunc {
 				httpWriteError(w, 0, newError(codeWALIOError, "write-ahead log: %v", err))
 				return
 			}
-			if s.repl.syncWait() && !s.repl.waitReplicated(rep.lsn) { // replica.go
+			if opTable[rt.op].flags&flagWrite != 0 && s.repl.syncWait() && !s.repl.waitReplicated(rep.lsn) { // replica.go
 				httpWriteError(w, 0, newError(codeInternalError, "server shutting down"))
 				return
 			}

@@ -30,6 +30,7 @@ type reply struct {
 	rec    *record // instead of result: a single write whose result the reply renders in place
 	lsn    uint64
 	meta   bool
+	local  bool // waits for the local sync only, never for replica acks (PROMOTE)
 }
 
 const (

@@ -712,7 +712,7 @@ func (s *server) handlePromote(c *conn, p *PromoteParams) (reply, *rcpError) {
 	r.promoteMu.Lock()
 	defer r.promoteMu.Unlock()
 	result := func(epoch, off uint64) reply {
-		return reply{result: fmt.Appendf(nil, `{"role":"primary","epoch":%d,"offset":%d}`, epoch, off), lsn: off}
+		return reply{result: fmt.Appendf(nil, `{"role":"primary","epoch":%d,"offset":%d}`, epoch, off), lsn: off, local: true}
 	}
 	if !r.isReplica() {
 		s.st.mu.RLock()

@@ -128,12 +128,21 @@ func replWaitCaughtUp(t *testing.T, addr string, off uint64) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		in := replInfoOf(t, addr)
-		if in.DurableOffset != nil && *in.DurableOffset >= off {
+		// A replica copying its primary afresh does not listen meanwhile.
+		var in struct {
+			Replication replInfo `json:"replication"`
+		}
+		if c, err := dialClient(addr, time.Second); err == nil {
+			if res, err := crashCall(c, "INFO", ""); err == nil {
+				json.Unmarshal(res, &in)
+			}
+			c.close()
+		}
+		if d := in.Replication.DurableOffset; d != nil && *d >= off {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("replica %s did not reach offset %d: %+v", addr, off, in)
+			t.Fatalf("replica %s did not reach offset %d: %+v", addr, off, in.Replication)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -575,4 +584,115 @@ func TestPromoteAndFence(t *testing.T) {
 	if m.rcpErr() == nil {
 		t.Fatalf("a replica that never checked its log served a read: %s", m.Raw)
 	}
+}
+
+// replRestartAsReplica restarts a node as a replica of primary: when its
+// log has diverged it must refuse (exit non-zero, naming the offsets),
+// and is then started with --rebootstrap.
+func replRestartAsReplica(t *testing.T, dir, primary string, extra ...string) (*replProc, bool) {
+	t.Helper()
+	args := append([]string{"--replica-of", primary}, extra...)
+	p := replStart(t, dir, args...)
+	// Either it follows (INFO says connected) or it refuses and exits.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		select {
+		case <-p.done:
+			p.cmd.Wait()
+			out := strings.Join(p.lines(), "\n")
+			if !strings.Contains(out, "diverges from the primary's at offset") && !strings.Contains(out, "past the primary's last offset") {
+				t.Fatalf("replica exited without a divergence refusal:\n%s", out)
+			}
+			return replStart(t, dir, append(args, "--rebootstrap")...), true
+		default:
+		}
+		if c, err := dialClient(p.addr, time.Second); err == nil {
+			res, err := crashCall(c, "INFO", "")
+			c.close()
+			var in struct {
+				Replication replInfo `json:"replication"`
+			}
+			if err == nil && json.Unmarshal(res, &in) == nil && in.Replication.Connected != nil && *in.Replication.Connected {
+				return p, false
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("replica neither followed nor refused:\n%s", strings.Join(p.lines(), "\n"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFailoverLoop: with sync_replicas=1, kill -9 the primary under load,
+// promote the replica furthest ahead, check that every write the old
+// primary acknowledged is there, point the other replica at it and bring
+// the old primary back as a replica (it catches up, or refuses and is
+// copied afresh). go test -run TestFailoverLoop -repl.cycles=200 soaks it.
+func TestFailoverLoop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real processes; skipped with -short")
+	}
+	root := t.TempDir()
+	syncArgs := []string{"--sync-replicas", "1"}
+	primary := replStart(t, filepath.Join(root, "n0"), syncArgs...)
+	replicas := []*replProc{
+		replStart(t, filepath.Join(root, "n1"), append([]string{"--replica-of", primary.addr}, syncArgs...)...),
+		replStart(t, filepath.Join(root, "n2"), append([]string{"--replica-of", primary.addr}, syncArgs...)...),
+	}
+	// With sync_replicas=1 a write waits for a replica's ack.
+	replCall(t, replDial(t, primary.addr), "PUT_MACHINE", replMachine)
+	refusals := 0
+	for cycle := range *replCycles {
+		load := replStartLoad(primary.addr, fmt.Sprintf("c%d", cycle), 4)
+		time.Sleep(time.Duration(50+cycle%5*30) * time.Millisecond)
+		primary.kill()
+		acked := load.finish()
+
+		// The orchestrator promotes the replica furthest ahead.
+		best, bestOff := 0, uint64(0)
+		for i, r := range replicas {
+			in := replInfoOf(t, r.addr)
+			if *in.DurableOffset >= bestOff {
+				best, bestOff = i, *in.DurableOffset
+			}
+		}
+		np := replicas[best]
+		var pr struct {
+			Epoch uint64 `json:"epoch"`
+		}
+		json.Unmarshal(replCall(t, replDial(t, np.addr), "PROMOTE", ""), &pr)
+		if pr.Epoch != uint64(cycle+1) {
+			t.Fatalf("cycle %d: promoted to epoch %d", cycle, pr.Epoch)
+		}
+		c := replDial(t, np.addr)
+		for id, off := range acked {
+			var in struct {
+				LastWalOffset uint64 `json:"last_wal_offset"`
+			}
+			res, err := crashCall(c, "GET_INSTANCE", fmt.Sprintf(`{"instance_id":%q}`, id))
+			if err != nil {
+				t.Fatalf("cycle %d: acknowledged write to %s (offset %d) lost at failover: %v", cycle, id, off, err)
+			}
+			json.Unmarshal(res, &in)
+			if in.LastWalOffset < off {
+				t.Fatalf("cycle %d: instance %s at offset %d on the new primary; offset %d was acknowledged", cycle, id, in.LastWalOffset, off)
+			}
+		}
+		other := replicas[1-best]
+		other.stop()
+		o, r1 := replRestartAsReplica(t, other.dir, np.addr, syncArgs...)
+		old, r2 := replRestartAsReplica(t, primary.dir, np.addr, syncArgs...)
+		for _, r := range []bool{r1, r2} {
+			if r {
+				refusals++
+			}
+		}
+		primary, replicas = np, []*replProc{o, old}
+		last := replLastOffset(t, primary.addr)
+		replWaitCaughtUp(t, o.addr, last)
+		replWaitCaughtUp(t, old.addr, last)
+		t.Logf("cycle %d: %d writes acknowledged, promoted %s at epoch %d, refusals so far %d", cycle, len(acked), filepath.Base(np.dir), pr.Epoch, refusals)
+	}
+	replCompare(t, primary.addr, replicas[0].addr)
+	replCompare(t, primary.addr, replicas[1].addr)
 }

@@ -694,7 +694,7 @@ func (c *conn) readLoop() {
 			deadline.arm(c.nc.SetReadDeadline, now, idle)
 		}
 		msg := c.handle(payload, now)
-		msg.local = c.stream != nil // REPLICATE's reply waits for no replica
+		msg.local = msg.local || c.stream != nil // REPLICATE's reply waits for no replica
 		msg.next = c.fr.mode()
 		if c.switchTo != nil {
 			msg.next = *c.switchTo
@@ -898,11 +898,13 @@ func (c *conn) handle(payload []byte, start time.Time) outMsg {
 		if rerr.Code == codeWALIOError {
 			lsn = 0 // the log is what failed: nothing to wait for
 		}
-		return outMsg{buf: c.encodeError(&id, rerr), lsn: lsn}
+		return outMsg{buf: c.encodeError(&id, rerr), lsn: lsn, local: true}
 	}
 	c.s.metrics.request(opName, "", time.Since(start))
 	bp := replyBufs.Get().(*[]byte)
-	return outMsg{buf: c.encodeReply(*bp, id, r), pool: bp, lsn: r.lsn, close: c.closing}
+	// Only a write's reply waits for replica acks (sync_replicas): reads
+	// and errors wait for the local sync alone.
+	return outMsg{buf: c.encodeReply(*bp, id, r), pool: bp, lsn: r.lsn, close: c.closing, local: r.local || opTable[op].flags&flagWrite == 0}
 }
 
 // buildTLSConfig loads the server certificate and, for mTLS, the CA that
