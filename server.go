@@ -55,7 +55,9 @@ type server struct {
 
 	// fatal is called when the WAL fails in a way that cannot be recovered
 	// from in-process (a failed fsync). The default logs and exits non-zero.
-	fatal func(error)
+	// Call it through die, which calls it once.
+	fatal     func(error)
+	fatalOnce sync.Once
 
 	recBuf []byte // record encoding buffer; guarded by st.mu
 }
@@ -117,7 +119,7 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 		// A failed sync is fatal under every policy, not only when a reply
 		// waits for it; s.fatal is read when the failure happens, so a test
 		// may replace it after open.
-		OnFail:  func(err error) { s.fatal(err) },
+		OnFail:  s.die,
 		Admit:   s.disk.admit,
 		NoSpace: s.disk.noSpaceHit,
 		OnSync: func(d time.Duration, records int) {
@@ -395,6 +397,9 @@ func (s *server) close() error {
 	}
 	return s.log.close()
 }
+
+// die reports a fatal log failure once, however many paths see it.
+func (s *server) die(err error) { s.fatalOnce.Do(func() { s.fatal(err) }) }
 
 func (s *server) isClosing() bool {
 	s.mu.Lock()
@@ -762,7 +767,7 @@ func (c *conn) writeLoop() {
 			}
 			if err := c.s.log.waitDurable(m.lsn); err != nil {
 				c.gate.release(m.size())
-				c.s.fatal(err)
+				c.s.die(err)
 				return
 			}
 			// Synchronous replication: a reply also waits for replica
