@@ -10,7 +10,6 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
-	"sort"
 	"sync/atomic"
 	"time"
 )
@@ -318,7 +317,8 @@ func (r *replSession) send() error {
 		}
 		quit := false
 		if cur <= hi {
-			err := s.log.readRaw(cur, hi, func(lsn uint64, raw []byte) bool {
+			err := s.log.readRange(cur, hi, true, func(rec walRecord) bool {
+				lsn, raw := rec.LSN, rec.Raw
 				if batch == nil {
 					batch = append(make([]byte, 0, 17+max(replBatchBytes, len(raw))), replMsgRecords)
 					batch = append(batch, make([]byte, 16)...)
@@ -364,80 +364,6 @@ func (r *replSession) send() error {
 		case <-r.c.quit:
 			return nil
 		}
-	}
-}
-
-// readRaw calls fn with the on-disk form (header with CRC, payload,
-// padding) of every durable record in [from, to], in order, until fn
-// returns false. Unlike read, a record older than the oldest retained one
-// is an error, never skipped. raw points into the mapping: valid only
-// during the call.
-func (w *wal) readRaw(from, to uint64, fn func(lsn uint64, raw []byte) bool) error {
-	to = min(to, w.durable.Load())
-	for cur := max(from, 1); cur <= to; {
-		w.mu.Lock()
-		if w.done {
-			w.mu.Unlock()
-			return walErrClosed
-		}
-		if first := w.segs[0].first; cur < first {
-			w.mu.Unlock()
-			return fmt.Errorf("record %d is no longer retained (the oldest is %d)", cur, first)
-		}
-		i := sort.Search(len(w.segs), func(i int) bool { return w.segs[i].first > cur }) - 1
-		s := w.segs[i]
-		segLimit := min(to, s.last)
-		if cur > segLimit {
-			w.mu.Unlock()
-			return fmt.Errorf("record %d is not in the log (segment %d..%d)", cur, s.first, s.last)
-		}
-		off := s.idx[(cur-s.first)/walIndexStride]
-		s.refs++
-		w.mu.Unlock()
-
-		stop, err := w.segReadRaw(s, off, cur, segLimit, fn)
-
-		w.mu.Lock()
-		w.segUnref(s)
-		w.mu.Unlock()
-		if stop || err != nil {
-			return err
-		}
-		cur = segLimit + 1
-	}
-	return nil
-}
-
-func (w *wal) segReadRaw(s *walSegment, off int64, from, to uint64, fn func(uint64, []byte) bool) (bool, error) {
-	data := s.data
-	n := int64(len(data))
-	var count, nbytes uint64
-	defer func() {
-		w.reads.Add(count)
-		w.bytesRead.Add(nbytes)
-	}()
-	for {
-		if off+walHeaderSize > n {
-			return false, fmt.Errorf("%w: segment %s: offset %d: record %d missing", walErrCorrupt, s.path, off, from)
-		}
-		h := data[off : off+walHeaderSize]
-		length := int64(binary.LittleEndian.Uint32(h[0:]))
-		lsn := binary.LittleEndian.Uint64(h[8:])
-		size := walRecordSize(int(length))
-		if length > walMaxPayload || size > n-off || lsn > to {
-			return false, fmt.Errorf("%w: segment %s: offset %d: bad record while reading LSN %d", walErrCorrupt, s.path, off, from)
-		}
-		if lsn >= from {
-			count++
-			nbytes += uint64(size)
-			if !fn(lsn, data[off:off+size:off+size]) {
-				return true, nil
-			}
-			if lsn == to {
-				return false, nil
-			}
-		}
-		off += size
 	}
 }
 

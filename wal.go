@@ -189,6 +189,7 @@ type walRecord struct {
 	LSN     uint64
 	Type    uint8
 	Payload []byte // points into the mapping: valid only during the callback
+	Raw     []byte // the whole on-disk record (header with CRC, payload, padding), likewise
 }
 
 type walStats struct {

@@ -14,22 +14,37 @@ import (
 // fn returns false. Records older than firstLSN are skipped silently. It
 // may run concurrently with append, removeThrough and other reads.
 func (w *wal) read(from uint64, fn func(r walRecord) bool) error {
-	limit := w.durable.Load()
+	return w.readRange(from, w.durable.Load(), false, fn)
+}
+
+// readRange calls fn for every durable record with an LSN in [from, to],
+// in order, until fn returns false. With strict, a record older than the
+// oldest retained one or past the log's end is an error instead of being
+// skipped.
+func (w *wal) readRange(from, to uint64, strict bool, fn func(r walRecord) bool) error {
+	to = min(to, w.durable.Load())
 	cur := max(from, 1)
-	for cur <= limit {
+	for cur <= to {
 		w.mu.Lock()
 		if w.done {
 			w.mu.Unlock()
 			return walErrClosed
 		}
-		i := sort.Search(len(w.segs), func(i int) bool { return w.segs[i].first > cur }) - 1
-		if i < 0 {
-			i, cur = 0, w.segs[0].first
+		if first := w.segs[0].first; cur < first {
+			if strict {
+				w.mu.Unlock()
+				return fmt.Errorf("record %d is no longer retained (the oldest is %d)", cur, first)
+			}
+			cur = first
 		}
+		i := sort.Search(len(w.segs), func(i int) bool { return w.segs[i].first > cur }) - 1
 		s := w.segs[i]
-		segLimit := min(limit, s.last)
+		segLimit := min(to, s.last)
 		if cur > segLimit {
 			w.mu.Unlock()
+			if strict {
+				return fmt.Errorf("record %d is not in the log (segment %d..%d)", cur, s.first, s.last)
+			}
 			return nil
 		}
 		off := s.idx[(cur-s.first)/walIndexStride]
@@ -74,7 +89,7 @@ func (w *wal) segRead(s *walSegment, off int64, from, to uint64, fn func(walReco
 			p := off + walHeaderSize
 			count++
 			nbytes += uint64(size)
-			if !fn(walRecord{LSN: lsn, Type: h[4], Payload: data[p : p+length : p+length]}) {
+			if !fn(walRecord{LSN: lsn, Type: h[4], Payload: data[p : p+length : p+length], Raw: data[off : off+size : off+size]}) {
 				return true, nil
 			}
 			if lsn == to {
