@@ -30,20 +30,6 @@ func cliPutMachine(x *cliCmd) func([]string) error {
 	}
 }
 
-// cliMachineDef is a machine definition as GET_MACHINE returns it.
-type cliMachineDef struct {
-	States      []string `json:"states"`
-	Initial     string   `json:"initial"`
-	Transitions []struct {
-		From  []string `json:"from"`
-		Event string   `json:"event"`
-		To    string   `json:"to"`
-		Guard string   `json:"guard"`
-		After int64    `json:"after_ms"`
-	} `json:"transitions"`
-	Meta json.RawMessage `json:"meta"`
-}
-
 // cliGetMachineDef fetches and decodes a machine version.
 func (x *cliCmd) getMachine(name string, ver uint) (json.RawMessage, *cliMachineDef, string, error) {
 	res, err := x.call("GET_MACHINE", map[string]any{"machine": name, "version": ver}, nil)

@@ -4,10 +4,26 @@ package main
 // stateDiagram-v2 and Graphviz dot.
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 )
+
+// cliMachineDef is a machine definition as GET_MACHINE returns it: what
+// describe-machine and the console's SVG diagrams draw.
+type cliMachineDef struct {
+	States      []string `json:"states"`
+	Initial     string   `json:"initial"`
+	Transitions []struct {
+		From  []string `json:"from"`
+		Event string   `json:"event"`
+		To    string   `json:"to"`
+		Guard string   `json:"guard"`
+		After int64    `json:"after_ms"`
+	} `json:"transitions"`
+	Meta json.RawMessage `json:"meta"`
+}
 
 // diagramLabel is a transition's edge label: "EVENT", "EVENT after 30m"
 // for a timed transition, and " [guard]" after either when it has one.

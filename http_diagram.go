@@ -47,7 +47,7 @@ func (s *server) httpDiagram(w http.ResponseWriter, r *http.Request) {
 		httpWriteError(w, 0, s.machineNotFound(name, uint32(v)))
 		return
 	}
-	var def svgDef
+	var def cliMachineDef
 	if err := json.Unmarshal(mv.def, &def); err != nil {
 		httpWriteError(w, 0, newError(codeInternalError, "machine definition: %v", err))
 		return
@@ -55,72 +55,6 @@ func (s *server) httpDiagram(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "image/svg+xml")
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Write([]byte(diagramSVG(name, uint(v), &def, counts, r.URL.Query().Get("highlight"))))
-}
-
-// svgDef is what a diagram needs of a machine definition. after_ms is a
-// timed transition's delay (timers); absent in definitions without one.
-type svgDef struct {
-	States      []string        `json:"states"`
-	Initial     string          `json:"initial"`
-	Transitions []svgTransition `json:"transitions"`
-}
-
-type svgTransition struct {
-	From    []string `json:"from"`
-	Event   string   `json:"event"`
-	To      string   `json:"to"`
-	Guard   string   `json:"guard"`
-	AfterMS int64    `json:"after_ms"`
-}
-
-// states is every state in definition order, as describe-machine lists
-// them: the states list, then any other a transition names.
-func (d *svgDef) states() []string {
-	seen := map[string]bool{}
-	var out []string
-	add := func(s string) {
-		if !seen[s] {
-			seen[s] = true
-			out = append(out, s)
-		}
-	}
-	for _, s := range d.States {
-		add(s)
-	}
-	add(d.Initial)
-	for _, t := range d.Transitions {
-		for _, f := range t.From {
-			add(f)
-		}
-		add(t.To)
-	}
-	return out
-}
-
-// label is an edge label as describe-machine writes it: "EVENT",
-// "EVENT after 30s" when timed, then " [guard]" when guarded.
-func (t *svgTransition) label() string {
-	l := t.Event
-	if t.AfterMS > 0 {
-		l += " after " + svgDelay(t.AfterMS)
-	}
-	if t.Guard != "" {
-		l += " [" + t.Guard + "]"
-	}
-	return l
-}
-
-// svgDelay writes a delay in the largest unit that divides it exactly.
-func svgDelay(ms int64) string {
-	for _, u := range []struct {
-		n    int64
-		unit string
-	}{{86400000, "d"}, {3600000, "h"}, {60000, "m"}, {1000, "s"}} {
-		if ms%u.n == 0 {
-			return strconv.FormatInt(ms/u.n, 10) + u.unit
-		}
-	}
-	return strconv.FormatInt(ms, 10) + "ms"
 }
 
 type svgNode struct {
@@ -131,7 +65,7 @@ type svgNode struct {
 
 // diagramLayers assigns each state its breadth-first distance from the
 // initial state; states it cannot reach come one layer after the last.
-func diagramLayers(def *svgDef, states []string) map[string]int {
+func diagramLayers(def *cliMachineDef, states []string) map[string]int {
 	layer := map[string]int{def.Initial: 0}
 	queue := []string{def.Initial}
 	for len(queue) > 0 {
@@ -159,8 +93,8 @@ func diagramLayers(def *svgDef, states []string) map[string]int {
 }
 
 // diagramSVG renders def as an SVG document.
-func diagramSVG(name string, ver uint, def *svgDef, counts map[string]int, highlight string) string {
-	states := def.states()
+func diagramSVG(name string, ver uint, def *cliMachineDef, counts map[string]int, highlight string) string {
+	states := diagramStates(def)
 	layers := diagramLayers(def, states)
 	nodes := map[string]*svgNode{}
 	var cols [][]*svgNode
@@ -199,7 +133,7 @@ func diagramSVG(name string, ver uint, def *svgDef, counts map[string]int, highl
 	var edges []*edge
 	byPair := map[[2]string]*edge{}
 	for _, t := range def.Transitions {
-		label := t.label()
+		label := diagramLabel(t.Event, t.Guard, t.After)
 		for _, f := range t.From {
 			k := [2]string{f, t.To}
 			e := byPair[k]
