@@ -68,9 +68,10 @@ type crashProc struct {
 
 var crashListenRE = regexp.MustCompile(`msg=listening addr=(\S+)`)
 
-// crashStartServer runs `exe serve` on dir and waits until it listens.
-func crashStartServer(exe string, env []string, dir string) (*crashProc, error) {
-	cmd := exec.Command(exe, "serve", "--bind", "127.0.0.1:0", "--data", dir)
+// crashStartServer runs `exe serve` on dir, with extra flags, and waits
+// until it listens.
+func crashStartServer(exe string, env []string, dir string, extra ...string) (*crashProc, error) {
+	cmd := exec.Command(exe, append([]string{"serve", "--bind", "127.0.0.1:0", "--data", dir}, extra...)...)
 	cmd.Env = append(os.Environ(), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {

@@ -1,13 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -44,36 +42,11 @@ func replStart(t *testing.T, dir string, extra ...string) *replProc {
 }
 
 func replStartProc(dir string, extra ...string) (*replProc, error) {
-	args := append([]string{"serve", "--bind", "127.0.0.1:0", "--data", dir, "--http-bind", ""}, extra...)
-	cmd := exec.Command(os.Args[0], args...)
-	cmd.Env = append(os.Environ(), "STMDB_TEST_SERVE=1", "RSTMDB_WAL_SEGMENT_SIZE_MB=1")
-	stderr, err := cmd.StderrPipe()
+	p, err := crashStartServer(os.Args[0], []string{"STMDB_TEST_SERVE=1", "RSTMDB_WAL_SEGMENT_SIZE_MB=1"}, dir,
+		append([]string{"--http-bind", ""}, extra...)...)
 	if err != nil {
 		return nil, err
 	}
-	if err := cmd.Start(); err != nil {
-		return nil, err
-	}
-	p := &crashProc{cmd: cmd, done: make(chan struct{})}
-	sc := bufio.NewScanner(stderr)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		p.addLine(sc.Text())
-		if m := crashListenRE.FindStringSubmatch(sc.Text()); m != nil {
-			p.addr = m[1]
-			break
-		}
-	}
-	if p.addr == "" {
-		cmd.Wait()
-		return nil, fmt.Errorf("server did not start: %s", strings.Join(p.lines(), "\n"))
-	}
-	go func() {
-		for sc.Scan() {
-			p.addLine(sc.Text())
-		}
-		close(p.done)
-	}()
 	return &replProc{crashProc: p, dir: dir, args: extra}, nil
 }
 
