@@ -157,26 +157,19 @@ func openServer(cfg config, logger *slog.Logger) (*server, error) {
 	s.st.pruneIdem(s.now()) // replay brings back keys that have expired since
 	s.disk.ensureReserve()
 	s.stop = make(chan struct{})
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.diskLoop(s.stop, cfg.compactTick)
-	}()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.autoCompact(s.stop, cfg.compactTick)
-	}()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.idemPruneLoop(s.stop, cfg.idemPruneTick)
-	}()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		s.timerLoop(s.stop)
-	}()
+	// The background loops; close waits for them.
+	for _, loop := range []func(){
+		func() { s.diskLoop(s.stop, cfg.compactTick) },
+		func() { s.autoCompact(s.stop, cfg.compactTick) },
+		func() { s.idemPruneLoop(s.stop, cfg.idemPruneTick) },
+		func() { s.timerLoop(s.stop) },
+	} {
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			loop()
+		}()
+	}
 	logger.Info("recovered", "snapshot", snapPath, "snapshot_lsn", snapLSN, "records_replayed", n,
 		"machines", len(s.st.machines), "instances", len(s.st.instances), "last_lsn", w.lastLSN(), "elapsed", time.Since(start))
 	return s, nil
