@@ -111,6 +111,10 @@ func (fr *frameReader) setMode(m wireMode) {
 // decides otherwise.
 func (fr *frameReader) mode() wireMode { return fr.m }
 
+// buffered is how many bytes were read from the connection and not yet
+// returned by next.
+func (fr *frameReader) buffered() int { return fr.wpos - fr.rpos }
+
 // next returns the next payload. The slice is valid until the next call.
 //
 // Errors: io.EOF at a clean frame boundary (including before the first

@@ -418,6 +418,17 @@ type conn struct {
 	gate  byteGate      // bytes queued on out
 	dead  chan struct{} // closed when the writer stops: nobody drains out
 
+	// The write side, shared by the writer goroutine and the reader's
+	// direct replies (writeDirect), under wmu: the buffered writer, the
+	// framing of the stream at this point, and the write deadline.
+	wmu       sync.Mutex
+	bw        *bufio.Writer
+	wmode     wireMode
+	wdeadline deadlineTimer
+	// replies counts replies queued on out and not yet written; the
+	// reader writes a reply itself only when none is ahead of it.
+	replies atomic.Int32
+
 	// Touched only by the reader goroutine (handlers run there).
 	switchTo     *wireMode
 	stream       func() // set by REPLICATE: the reader hands the connection to it (replicate.go)
@@ -426,6 +437,8 @@ type conn struct {
 	authFailures int
 	scratch      []byte
 	rec          record // a single APPLY_EVENT's record, reused
+	mayLead      bool   // the request being handled is the last one buffered
+	leased       bool   // handle took a log lease (wal.lease): readLoop leads
 }
 
 // Output queue bounds. Each connection may have connQueueCap bytes queued
@@ -621,6 +634,9 @@ func (m *outMsg) size() int {
 	return len(m.buf)
 }
 
+// maxDirectReply bounds the replies the reader writes itself (reply).
+const maxDirectReply = 16 << 10
+
 // replyBufs recycles reply buffers: the writer copies a reply into the
 // connection's write buffer, after which the reply's own buffer is free.
 // A durable write's reply is one of the allocations per request that the
@@ -642,6 +658,7 @@ func (m *outMsg) written() {
 func (s *server) newConn(nc net.Conn) *conn {
 	c := &conn{s: s, nc: nc, remote: nc.RemoteAddr().String(), fr: newFrameReader(nc),
 		out: make(chan outMsg, 256), quit: make(chan struct{}), dead: make(chan struct{})}
+	c.bw = bufio.NewWriterSize(nc, 32<<10)
 	c.fr.setLimit(s.cfg.MaxFrameBytes)
 	c.fr.budget = s.frameBudget
 	c.gate.limit, c.gate.budget = s.connQueue, s.outBudget
@@ -691,6 +708,10 @@ func (c *conn) readLoop() {
 		if idle > 0 {
 			deadline.arm(c.nc.SetReadDeadline, now, idle)
 		}
+		// A request that neither a buffered request follows nor a queued
+		// reply precedes is answered as soon as it is durable: its write
+		// leads the log's commit and its reply is written here (reply).
+		c.mayLead = c.fr.buffered() == 0 && c.replies.Load() == 0
 		msg := c.handle(payload, now)
 		msg.local = msg.local || c.stream != nil // REPLICATE's reply waits for no replica
 		msg.next = c.fr.mode()
@@ -699,7 +720,9 @@ func (c *conn) readLoop() {
 			c.fr.setMode(*c.switchTo)
 			c.switchTo = nil
 		}
-		c.enqueue(msg)
+		if !c.reply(msg) {
+			return
+		}
 		c.activateSubscriptions()
 		if msg.close {
 			return
@@ -711,13 +734,106 @@ func (c *conn) readLoop() {
 	}
 }
 
+// reply sends a reply to the request just handled. When handle took a
+// log lease (a lone write: nothing queued, nothing buffered), the reader
+// leads the commit of its own record (wal.lead) and writes the reply
+// itself, on its own goroutine, so that a lone request costs one pwrite,
+// one fdatasync and no hand-off between goroutines. Pipelined requests go
+// through the writer and the committer, whose gather makes larger groups
+// under load. Any small durable reply to the last request buffered, with
+// nothing queued ahead of it, is written here too. A reply is always
+// flushed as soon as it is ready: one held back in the buffer while the
+// reader runs a later, slow request (a failed AUTH's delay, a COMPACT)
+// would wait for it. Large replies go through the queue, where a client
+// that does not read is bounded by the queue limits, not the socket.
+// It reports false when the connection failed.
+func (c *conn) reply(m outMsg) bool {
+	direct := !m.close && c.stream == nil && c.replies.Load() == 0 && c.fr.buffered() == 0 &&
+		len(m.buf) <= maxDirectReply &&
+		(m.local || !c.s.repl.syncWait() || m.lsn <= c.s.repl.replicated.Load())
+	if c.leased {
+		var err error
+		if direct && m.lsn > 0 {
+			err = c.s.log.lead(m.lsn)
+		}
+		c.s.log.unlease()
+		c.leased = false
+		direct = direct && err == nil // the writer reports the failure
+	}
+	if direct && m.lsn <= c.s.log.durableLSN() && c.wmu.TryLock() {
+		err := c.writeMsgLocked(&m, true)
+		c.wmu.Unlock()
+		if err != nil {
+			c.nc.Close()
+			return false
+		}
+		return true
+	}
+	c.enqueue(m)
+	return true
+}
+
 // enqueue queues a reply for the writer, waiting while too many bytes are
 // queued already (a client that does not read holds its own requests back).
 // Once the writer has stopped, nothing will be sent: the reply is dropped.
 func (c *conn) enqueue(m outMsg) {
 	if c.gate.acquire(m.size(), c.dead) {
+		if !m.event {
+			c.replies.Add(1)
+		}
 		c.out <- m
 	}
+}
+
+// armWriteDeadline re-arms the write deadline before anything that can
+// reach the socket (a flush, or a write the buffer cannot hold), so that a
+// client that stops reading is disconnected after the idle timeout instead
+// of holding memory forever, while one that reads, however slowly, is not.
+// Not per reply: the clock is read once per batch (under wmu).
+func (c *conn) armWriteDeadline() {
+	if idle := c.s.cfg.IdleTimeout; idle > 0 {
+		c.wdeadline.arm(c.nc.SetWriteDeadline, time.Now(), idle)
+	}
+}
+
+// flushLocked sends what is buffered (under wmu).
+func (c *conn) flushLocked() error {
+	if c.bw.Buffered() == 0 {
+		return nil
+	}
+	c.armWriteDeadline()
+	return c.bw.Flush()
+}
+
+// writeMsgLocked writes one message into the buffer, framing an event as
+// the stream stands, and flushes when asked (under wmu). The message's
+// buffer is released.
+func (c *conn) writeMsgLocked(m *outMsg, flush bool) error {
+	if m.size() > c.bw.Available() {
+		c.armWriteDeadline()
+	}
+	var err error
+	switch {
+	case !m.event:
+		_, err = c.bw.Write(m.buf)
+		c.wmode = m.next
+	case c.wmode == modeJSONL:
+		c.bw.Write(m.buf)
+		err = c.bw.WriteByte('\n')
+	default:
+		var hdr [frameHeaderLen]byte
+		putFrameHeader(&hdr, m.buf)
+		c.bw.Write(hdr[:])
+		_, err = c.bw.Write(m.buf)
+	}
+	m.written()
+	if err == nil && flush {
+		c.armWriteDeadline()
+		if err = c.bw.Flush(); err == nil {
+			c.lastActivity.Store(time.Now().UnixNano())
+		}
+	}
+	return err
 }
 
 func (c *conn) writeLoop() {
@@ -734,27 +850,18 @@ func (c *conn) writeLoop() {
 		c.s.metrics.connClosed()
 		c.s.logger.Info("connection closed", "remote", c.remote)
 	}()
-	bw := bufio.NewWriterSize(c.nc, 32<<10)
-	idle := c.s.cfg.IdleTimeout
-	var deadline deadlineTimer
-	// beforeSend re-arms the write deadline before anything that can reach
-	// the socket (a flush, or a write the buffer cannot hold), so that a
-	// client that stops reading is disconnected after the idle timeout
-	// instead of holding memory forever, while one that reads, however
-	// slowly, is not. Not per reply: the clock is read once per batch.
-	beforeSend := func() {
-		if idle > 0 {
-			deadline.arm(c.nc.SetWriteDeadline, time.Now(), idle)
-		}
+	// flush sends what the reader's direct replies or earlier messages
+	// left buffered before waiting for a sync.
+	flush := func() error {
+		c.wmu.Lock()
+		defer c.wmu.Unlock()
+		return c.flushLocked()
 	}
-	mode := modeBinary // the framing of the stream at this point
-	var hdr [frameHeaderLen]byte
 	for m := range c.out {
 		if m.lsn > 0 {
-			if m.lsn > c.s.log.durableLSN() && bw.Buffered() > 0 {
+			if m.lsn > c.s.log.durableLSN() {
 				// Send what is ready before waiting for the sync.
-				beforeSend()
-				if err := bw.Flush(); err != nil {
+				if err := flush(); err != nil {
 					return
 				}
 			}
@@ -766,12 +873,9 @@ func (c *conn) writeLoop() {
 			// Synchronous replication: a reply also waits for replica
 			// acks (replica.go); events do not.
 			if !m.event && !m.local && c.s.repl.syncWait() && m.lsn > c.s.repl.replicated.Load() {
-				if bw.Buffered() > 0 {
-					beforeSend()
-					if err := bw.Flush(); err != nil {
-						c.gate.release(m.size())
-						return
-					}
+				if err := flush(); err != nil {
+					c.gate.release(m.size())
+					return
 				}
 				if !c.s.repl.waitReplicated(m.lsn) {
 					c.gate.release(m.size())
@@ -780,35 +884,15 @@ func (c *conn) writeLoop() {
 			}
 		}
 		size := m.size()
-		if size > bw.Available() {
-			beforeSend()
+		reply := !m.event
+		c.wmu.Lock()
+		err := c.writeMsgLocked(&m, m.close || len(c.out) == 0)
+		if reply {
+			c.replies.Add(-1)
 		}
-		var err error
-		switch {
-		case !m.event:
-			_, err = bw.Write(m.buf)
-			mode = m.next
-		case mode == modeJSONL:
-			bw.Write(m.buf)
-			err = bw.WriteByte('\n')
-		default:
-			putFrameHeader(&hdr, m.buf)
-			bw.Write(hdr[:])
-			_, err = bw.Write(m.buf)
-		}
+		c.wmu.Unlock()
 		c.gate.release(size)
-		m.written()
-		if err != nil {
-			return
-		}
-		if m.close || len(c.out) == 0 {
-			beforeSend()
-			if err := bw.Flush(); err != nil {
-				return
-			}
-			c.lastActivity.Store(time.Now().UnixNano())
-		}
-		if m.close {
+		if err != nil || m.close {
 			return
 		}
 	}
@@ -888,6 +972,12 @@ func (c *conn) handle(payload []byte, start time.Time) outMsg {
 	if c.s.cfg.AuthRequired && !c.authed && opTable[op].flags&flagPreAuth == 0 {
 		rerr = newError(codeUnauthorized, "authentication required: send AUTH before %s", opName)
 	} else if rerr = c.s.writeGate(op); rerr == nil {
+		if c.mayLead && opTable[op].flags&flagWrite != 0 && op != opCompact && op != opPromote && c.s.log.deferWrites {
+			// A quick write whose reply nothing queued precedes: its
+			// record is committed by readLoop (reply), not the committer.
+			c.s.log.lease()
+			c.leased = true
+		}
 		r, rerr = c.s.dispatch(c, op, params)
 	}
 	if rerr != nil {

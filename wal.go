@@ -262,6 +262,17 @@ type wal struct {
 
 	durable atomic.Uint64 // published LSN; written under mu
 
+	// Leader commits (every_write). A goroutine that will wait for its own
+	// record holds a lease from before its append until it has led the
+	// commit (lead): while any lease is held, append does not wake the
+	// committer, so a lone writer syncs its record itself instead of
+	// handing it to the committer and waiting to be woken. An append that
+	// skipped the kick sets unkicked; the last unlease kicks the committer
+	// if such a record is still not durable.
+	leases       atomic.Int32
+	unkicked     atomic.Bool
+	lastAppended atomic.Uint64 // LSN of the newest append; written under mu
+
 	kick       chan struct{}
 	quit       chan struct{}
 	loopDone   chan struct{}
@@ -513,9 +524,18 @@ func (w *wal) appendWith(typ uint8, payload []byte, overdraft bool) (uint64, err
 	w.next++
 	w.writes.Add(1)
 	w.bytesWritten.Add(uint64(size))
+	w.lastAppended.Store(lsn)
 	switch w.opts.Policy.Kind {
 	case "every_write":
-		w.kickCommitter()
+		// A lease holder will commit this record soon. The order (store
+		// unkicked, then read leases; unlease: drop the lease, then swap
+		// unkicked) makes one of the two see the other.
+		if w.leases.Load() > 0 {
+			w.unkicked.Store(true)
+		}
+		if w.leases.Load() == 0 {
+			w.kickCommitter()
+		}
 	case "every_n":
 		w.publishLocked(lsn)
 		if w.sinceKick++; w.sinceKick >= w.opts.Policy.N {
@@ -592,6 +612,13 @@ type commitJob struct {
 func (w *wal) commit() error {
 	w.syncMu.Lock()
 	defer w.syncMu.Unlock()
+	return w.commitLocked()
+}
+
+// commitLocked is commit with syncMu held. It always wakes durability
+// waiters when it ends, progress or not, so that a goroutine in lead that
+// found a commit running can lead the next one.
+func (w *wal) commitLocked() error {
 	w.mu.Lock()
 	for w.holds > 0 {
 		w.holdDone.Wait()
@@ -636,10 +663,12 @@ func (w *wal) commit() error {
 	dirty := w.dirDirty
 	w.dirDirty = false
 	fdatasync, syncDir, writeAt := w.fdatasync, w.syncDir, w.writeAt
-	w.mu.Unlock()
 	if len(jobs) == 0 && !dirty {
+		w.wakeLocked()
+		w.mu.Unlock()
 		return nil
 	}
+	w.mu.Unlock()
 
 	// In LSN order: a segment is written and synced before the next one is
 	// named, so a named segment that is not the last is complete on disk.
@@ -712,10 +741,76 @@ func (w *wal) commit() error {
 	if target > w.synced {
 		w.synced = target
 	}
-	if w.opts.Policy.Kind == "every_write" {
+	if w.opts.Policy.Kind == "every_write" && target > w.durable.Load() {
 		w.publishLocked(target)
+	} else {
+		w.wakeLocked()
 	}
 	return nil
+}
+
+// lease announces that the caller is about to append a record and then
+// call lead for it (every_write): until unlease, appends leave the
+// committer asleep.
+func (w *wal) lease() { w.leases.Add(1) }
+
+// unlease ends a lease. If an append skipped the committer meanwhile and
+// its record is still not durable, the committer takes it.
+func (w *wal) unlease() {
+	w.leases.Add(-1)
+	if w.unkicked.Swap(false) && w.durable.Load() < w.lastAppended.Load() {
+		w.kickCommitter()
+	}
+}
+
+// lead makes lsn durable on the calling goroutine: it runs the commit
+// itself when none is running (leader), or waits for the running one and
+// leads the next if that one did not cover lsn (follower). One writer
+// alone pays one pwrite and one fdatasync and no goroutine hand-offs; many
+// writers form a group per fdatasync, each group being what was appended
+// while the previous sync ran.
+func (w *wal) lead(lsn uint64) error {
+	for lsn > w.durable.Load() {
+		// Take the channel before TryLock: the running commit closes it.
+		w.mu.Lock()
+		err := w.err
+		if err == nil && w.done {
+			err = walErrClosed
+		}
+		if err == nil && lsn >= w.next {
+			err = fmt.Errorf("wal: lead(%d): not appended yet (next LSN %d)", lsn, w.next)
+		}
+		ch := w.notify
+		if w.err == nil && !w.done {
+			w.notifyTaken = true
+		}
+		w.mu.Unlock()
+		switch {
+		case lsn <= w.durable.Load():
+			return nil
+		case err != nil:
+			return err
+		case w.syncMu.TryLock():
+			err := w.commitLocked()
+			w.syncMu.Unlock()
+			if err != nil {
+				return err
+			}
+		default:
+			<-ch
+		}
+	}
+	return nil
+}
+
+// tryLead commits what is appended if no commit is running, and otherwise
+// leaves it to the running one's successor.
+func (w *wal) tryLead() error {
+	if w.durable.Load() >= w.lastAppended.Load() || !w.syncMu.TryLock() {
+		return nil
+	}
+	defer w.syncMu.Unlock()
+	return w.commitLocked()
 }
 
 // hold opens a group of appends that must reach the disk together: no

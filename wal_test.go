@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -782,4 +783,111 @@ func TestWALFallocateENOSPC(t *testing.T) {
 	if diff := cmp.Diff(walTestWant(1, last), walTestReadAll(t, w, 0)); diff != "" {
 		t.Errorf("after space came back (-want +got):\n%s", diff)
 	}
+}
+
+// Leader commits: a writer that holds a lease syncs its own record on its
+// own goroutine (one fdatasync, the committer not involved); an append
+// made by someone else while a lease is held is still committed once the
+// lease ends; concurrent leaders share syncs.
+func TestWALLead(t *testing.T) {
+	t.Run("lone writer syncs itself", func(t *testing.T) {
+		w := walTestOpen(t, t.TempDir(), walOptions{})
+		defer walTestClose(t, w)
+		var calls atomic.Int64
+		var byLeader atomic.Bool
+		w.mu.Lock()
+		w.fdatasync = func(f *os.File) error {
+			calls.Add(1)
+			byLeader.Store(strings.Contains(string(debug.Stack()), "(*wal).lead("))
+			return syncData(f)
+		}
+		w.mu.Unlock()
+		for i := range 20 {
+			w.lease()
+			lsn, err := w.append(1, []byte("x"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := calls.Load()
+			if err := w.lead(lsn); err != nil {
+				t.Fatal(err)
+			}
+			w.unlease()
+			if d := w.durableLSN(); d < lsn {
+				t.Fatalf("write %d: durable %d after lead(%d)", i, d, lsn)
+			}
+			if n := calls.Load() - before; n != 1 || !byLeader.Load() {
+				t.Fatalf("write %d: %d fdatasyncs, by the leader: %v; want one, by the leader", i, n, byLeader.Load())
+			}
+		}
+	})
+	t.Run("append during a lease is committed after it", func(t *testing.T) {
+		w := walTestOpen(t, t.TempDir(), walOptions{})
+		defer walTestClose(t, w)
+		w.lease()
+		lsn, err := w.append(1, []byte("timer fired")) // nobody leads it
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		if d := w.durableLSN(); d >= lsn {
+			t.Fatalf("durable %d while the lease holds the committer back", d)
+		}
+		w.unlease()
+		done := make(chan error, 1)
+		go func() { done <- w.waitDurable(lsn) }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("a record appended during a lease never became durable")
+		}
+	})
+	t.Run("concurrent leaders share syncs", func(t *testing.T) {
+		w := walTestOpen(t, t.TempDir(), walOptions{})
+		defer walTestClose(t, w)
+		var calls atomic.Int64
+		w.mu.Lock()
+		w.fdatasync = func(f *os.File) error {
+			calls.Add(1)
+			time.Sleep(2 * time.Millisecond)
+			return syncData(f)
+		}
+		w.mu.Unlock()
+		const writers, each = 16, 20
+		var wg sync.WaitGroup
+		errs := make(chan error, writers)
+		for range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range each {
+					w.lease()
+					lsn, err := w.append(1, []byte("y"))
+					if err == nil {
+						err = w.lead(lsn)
+					}
+					w.unlease()
+					if err == nil && w.durableLSN() < lsn {
+						err = fmt.Errorf("durable %d after lead(%d)", w.durableLSN(), lsn)
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatal(err)
+		}
+		if n := calls.Load(); n >= writers*each {
+			t.Errorf("%d fdatasyncs for %d writes: leaders did not share syncs", n, writers*each)
+		}
+		t.Logf("%d writes, %d fdatasyncs", writers*each, calls.Load())
+	})
 }

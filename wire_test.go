@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"strings"
 	"testing"
@@ -230,6 +231,89 @@ func TestPipeliningAndConcurrency(t *testing.T) {
 	json.Unmarshal(mustOK(t, setup, "GET_INSTANCE", `{"instance_id":"i3"}`), &got)
 	if string(got.Ctx) != fmt.Sprintf(`{"n":%d}`, per-1) {
 		t.Errorf("ctx after %d events: %s", per, got.Ctx)
+	}
+}
+
+// Replies keep request order when a pipeline mixes writes, reads and
+// PINGs and arrives in pieces, so that some replies are written by the
+// request reader as soon as they are durable and others are queued behind
+// a pending sync; a GET sees the APPLY_EVENT sent before it.
+func TestPipelineMixedOrder(t *testing.T) {
+	ts := startServer(t, nil)
+	setup := ts.dial()
+	mustOK(t, setup, "PUT_MACHINE", counterMachine)
+	const conns, per = 4, 300
+	errs := make(chan error, conns)
+	for i := range conns {
+		go func() {
+			errs <- func() error {
+				c, err := dialClient(ts.addr, 5*time.Second)
+				if err != nil {
+					return err
+				}
+				defer c.close()
+				id := fmt.Sprintf("m%d", i)
+				if _, err := c.call("CREATE_INSTANCE", fmt.Sprintf(`{"machine":"ctr","version":1,"instance_id":%q}`, id)); err != nil {
+					return err
+				}
+				rng := rand.New(rand.NewPCG(uint64(i), 7))
+				type sent struct {
+					rid, op string
+					n       int
+				}
+				var want []sent
+				n := 0
+				for k := 0; k < per; k++ {
+					var op, params string
+					switch rng.IntN(3) {
+					case 0:
+						n++
+						op, params = "APPLY_EVENT", fmt.Sprintf(`{"instance_id":%q,"event":"INC","payload":{"n":%d}}`, id, n)
+					case 1:
+						op, params = "GET_INSTANCE", fmt.Sprintf(`{"instance_id":%q}`, id)
+					default:
+						op, params = "PING", "{}"
+					}
+					rid, err := c.send(op, params)
+					if err != nil {
+						return err
+					}
+					want = append(want, sent{rid, op, n})
+					if rng.IntN(4) == 0 { // a piece ends here
+						if err := c.flush(); err != nil {
+							return err
+						}
+					}
+				}
+				if err := c.flush(); err != nil {
+					return err
+				}
+				for k, w := range want {
+					m, err := c.recv()
+					if err != nil {
+						return err
+					}
+					if m.ID != w.rid || m.Status != "ok" {
+						return fmt.Errorf("conn %d reply %d: want %s (%s), got %s", i, k, w.rid, w.op, m.Raw)
+					}
+					if w.op == "GET_INSTANCE" {
+						var r struct {
+							Ctx json.RawMessage `json:"ctx"`
+						}
+						json.Unmarshal(m.Result, &r)
+						if w.n > 0 && string(r.Ctx) != fmt.Sprintf(`{"n":%d}`, w.n) {
+							return fmt.Errorf("conn %d reply %d: GET after %d events saw %s", i, k, w.n, r.Ctx)
+						}
+					}
+				}
+				return nil
+			}()
+		}()
+	}
+	for range conns {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
