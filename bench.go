@@ -77,7 +77,10 @@ type benchConfig struct {
 	timeout      time.Duration
 	progress     time.Duration
 	rounds       int
-	ops          []string // --op split at commas (set by validate)
+	ops          []string      // --op split at commas (set by validate)
+	lag          string        // --lag: replica addresses, comma-separated (bench_lag.go)
+	lagGrace     time.Duration // --lag-grace
+	lagAddrs     []string      // --lag split at commas (set by validate)
 }
 
 func benchMain(args []string, stdout, stderr io.Writer) int {
@@ -101,6 +104,8 @@ func benchMain(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.baseline, "baseline", "append", "fsync-baseline: append (each write extends the file) or prealloc (writes into a preallocated, zero-filled file)")
 	fs.DurationVar(&cfg.timeout, "timeout", 10*time.Second, "dial timeout, and how long a response may take before the connection is declared dead")
 	fs.DurationVar(&cfg.progress, "progress", time.Second, "progress line interval on stderr (0: none)")
+	fs.StringVar(&cfg.lag, "lag", "", "replica addresses (host:port, comma-separated): measure each one's lag behind --addr over the measured window (--op apply or mix)")
+	fs.DurationVar(&cfg.lagGrace, "lag-grace", benchLagGrace, "--lag: how long after the window a replica may take to deliver what the primary did before it counts as not delivered")
 	if err := fs.Parse(args); err != nil {
 		if err == flag.ErrHelp {
 			return 0
@@ -200,7 +205,7 @@ func (c *benchConfig) validate() error {
 	if c.instances < 0 {
 		return fmt.Errorf("--instances %d: want >= 0", c.instances)
 	}
-	return nil
+	return c.validateLag()
 }
 
 // ---- the load run ----
@@ -321,6 +326,14 @@ func benchRun(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
 		}
 	}
 	setup := time.Since(setupStart)
+	var lag *benchLag
+	if len(cfg.lagAddrs) > 0 {
+		var err error
+		if lag, err = benchLagDial(cfg); err != nil {
+			return nil, err
+		}
+		defer lag.close()
+	}
 
 	fsyncsBefore, haveFsyncs := workers[0].walFsyncs()
 
@@ -330,6 +343,9 @@ func benchRun(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
 		sh.measureEnd = sh.measureStart.Add(cfg.duration)
 	} else {
 		sh.measureEnd = time.Time{}
+	}
+	if lag != nil {
+		lag.start(sh.measureStart)
 	}
 	prog := &benchProgress{
 		w: stderr, tty: benchIsTerminal(stderr), interval: cfg.progress, done: &sh.done, errs: &sh.errs,
@@ -351,11 +367,15 @@ func benchRun(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
 	}
 	wg.Wait()
 	prog.end()
+	var lagRep []benchLagReport
+	if lag != nil {
+		lagRep = lag.stop()
+	}
 
 	rep := &benchReport{
 		Op: cfg.op, Addr: cfg.addr, Conns: cfg.conns, Pipeline: cfg.pipeline, Instances: cfg.instances,
 		PayloadBytes: cfg.payloadBytes, WarmupSec: cfg.warmup.Seconds(), SetupSec: math.Round(setup.Seconds()*1000) / 1000,
-		Errors: map[string]uint64{}, OpsByKind: map[string]uint64{},
+		Errors: map[string]uint64{}, OpsByKind: map[string]uint64{}, ReplicaLag: lagRep,
 	}
 	if !needInstances {
 		rep.Instances = 0
@@ -400,26 +420,38 @@ func benchRun(cfg *benchConfig, stderr io.Writer) (*benchReport, error) {
 	return rep, nil
 }
 
-// connect dials, authenticates and says HELLO.
+// connect dials, says HELLO and authenticates.
 func (w *benchWorker) connect() error {
-	cfg := w.sh.cfg
-	c, err := dialClient(cfg.addr, cfg.timeout)
+	c, err := benchDial(w.sh.cfg, w.sh.cfg.addr)
 	if err != nil {
 		return err
 	}
 	w.c = c
+	return nil
+}
+
+// benchDial opens a connection to addr as every bench connection is
+// opened (the --lag watchers too): HELLO unless --hello=false, then AUTH
+// with --token.
+func benchDial(cfg *benchConfig, addr string) (*client, error) {
+	c, err := dialClient(addr, cfg.timeout)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.hello {
-		if err := w.setupCall("HELLO", `{"protocol_version":1,"client_name":"stmdb-bench","wire_modes":["binary_json"]}`); err != nil {
-			return err
+		if err := benchSetupCall(c, cfg.timeout, "HELLO", `{"protocol_version":1,"client_name":"stmdb-bench","wire_modes":["binary_json"]}`); err != nil {
+			c.close()
+			return nil, err
 		}
 	}
 	if cfg.token != "" {
 		p := `{"method":"bearer","token":` + string(encAppendString(nil, cfg.token)) + `}`
-		if err := w.setupCall("AUTH", p); err != nil {
-			return err
+		if err := benchSetupCall(c, cfg.timeout, "AUTH", p); err != nil {
+			c.close()
+			return nil, err
 		}
 	}
-	return nil
+	return c, nil
 }
 
 func (w *benchWorker) deadline() {
@@ -428,8 +460,13 @@ func (w *benchWorker) deadline() {
 
 // setupCall runs one request that must succeed.
 func (w *benchWorker) setupCall(op, params string) error {
-	w.deadline()
-	m, err := w.c.call(op, params)
+	return benchSetupCall(w.c, w.sh.cfg.timeout, op, params)
+}
+
+// benchSetupCall runs one request on c that must succeed within timeout.
+func benchSetupCall(c *client, timeout time.Duration, op, params string) error {
+	c.nc.SetDeadline(time.Now().Add(timeout))
+	m, err := c.call(op, params)
 	if err != nil {
 		return fmt.Errorf("%s: %w", op, err)
 	}

@@ -110,6 +110,7 @@ type benchReport struct {
 	SetupSec       float64           `json:"setup_s,omitempty"`
 	Fsyncs         *uint64           `json:"server_fsyncs,omitempty"`        // WAL_STATS io_stats.fsyncs delta over the measured run
 	OpsPerFsync    *float64          `json:"server_ops_per_fsync,omitempty"` // completed ops (warmup tail included) per fsync
+	ReplicaLag     []benchLagReport  `json:"replica_lag,omitempty"`          // --lag (bench_lag.go)
 	TransportError string            `json:"transport_error,omitempty"`
 }
 
@@ -155,6 +156,7 @@ func (r *benchReport) print(w io.Writer) {
 			fmt.Fprintf(w, "  %-24s %d\n", k, r.Errors[k])
 		}
 	}
+	benchLagPrint(w, r.ReplicaLag)
 	if r.TransportError != "" {
 		fmt.Fprintf(w, "transport error: %s\n", r.TransportError)
 	}
