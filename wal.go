@@ -51,10 +51,14 @@ package main
 //
 // # Durability
 //
-// append encodes the record and returns its LSN without waiting. One
-// committer goroutine writes and fdatasyncs everything appended since its
-// last round (group commit), then publishes durableLSN and wakes waiters.
-// The fsync policy decides when that happens and what "durable" means:
+// append encodes the record and returns its LSN without waiting. A commit
+// writes and fdatasyncs everything appended since the previous one (group
+// commit), then publishes durableLSN and wakes waiters. Commits run one at
+// a time (syncMu), either on the committer goroutine, which append wakes,
+// or on a writer that holds a lease (lease, lead): a lone request's reader
+// commits its own record instead of waking the committer and waiting to
+// be woken in turn. The fsync policy decides when commits happen and what
+// "durable" means:
 //
 //   - every_write (default): append only encodes into the active segment's
 //     pending buffer; the committer writes the whole buffer with one pwrite
