@@ -144,6 +144,7 @@ const (
 	walSegmentNameLen     = 20 + len(walSegmentSuffix)
 	walTempSuffix         = ".wal.tmp" // segments not yet named: "spare-N.wal.tmp", "new-N.wal.tmp"
 	walZeroAhead          = 1 << 20    // the committer keeps this much zeroed space ahead of the data
+	walPendInitial        = 64 << 10   // a new pending buffer's capacity
 	walLockName           = "LOCK"     // flocked while a wal or repairWAL has the directory
 )
 
@@ -257,7 +258,10 @@ type wal struct {
 	notify      chan struct{}
 	notifyTaken bool
 	buf         []byte
-	pendFree    []byte      // a drained pending buffer, reused by the next segment round
+	// pendFree holds drained pending buffers for the next rounds: appends
+	// fill one while a commit writes another, and a replica's burst of
+	// appends can span several commits.
+	pendFree    [][]byte
 	tmpSeq      int         // numbers temporary segment names
 	deferWrites bool        // every_write: the committer writes pending records
 	spare       *walSegment // preallocated next segment, not yet named
@@ -506,7 +510,11 @@ func (w *wal) appendWith(typ uint8, payload []byte, overdraft bool) (uint64, err
 	}
 	if w.deferWrites {
 		if act.pend == nil {
-			act.pend, w.pendFree = w.pendFree, nil
+			if n := len(w.pendFree); n > 0 {
+				act.pend, w.pendFree = w.pendFree[n-1], w.pendFree[:n-1]
+			} else {
+				act.pend = make([]byte, 0, walPendInitial)
+			}
 		}
 		act.pend = walAppendRecord(act.pend, typ, lsn, payload)
 	} else {
@@ -733,8 +741,8 @@ func (w *wal) commitLocked() error {
 		if j.renamed {
 			j.s.path, j.s.named = j.install, true
 		}
-		if cap(j.buf) > 0 && cap(j.buf) <= 4<<20 && w.pendFree == nil {
-			w.pendFree = j.buf[:0]
+		if cap(j.buf) > 0 && cap(j.buf) <= 4<<20 && len(w.pendFree) < 4 {
+			w.pendFree = append(w.pendFree, j.buf[:0])
 		}
 		w.segUnref(j.s)
 	}
@@ -805,16 +813,6 @@ func (w *wal) lead(lsn uint64) error {
 		}
 	}
 	return nil
-}
-
-// tryLead commits what is appended if no commit is running, and otherwise
-// leaves it to the running one's successor.
-func (w *wal) tryLead() error {
-	if w.durable.Load() >= w.lastAppended.Load() || !w.syncMu.TryLock() {
-		return nil
-	}
-	defer w.syncMu.Unlock()
-	return w.commitLocked()
 }
 
 // hold opens a group of appends that must reach the disk together: no
