@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"io"
 	"net"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -201,8 +202,12 @@ func (r *replSession) serve() {
 // it and sends it once lsn is durable. It reports false once the
 // connection is going away.
 func (r *replSession) queue(buf []byte, lsn uint64, last bool) bool {
+	return r.queueMsg(outMsg{buf: buf, event: true, lsn: lsn, close: last})
+}
+
+// queueMsg is queue for a prepared message (one whose buffer is pooled).
+func (r *replSession) queueMsg(m outMsg) bool {
 	c := r.c
-	m := outMsg{buf: buf, event: true, lsn: lsn, close: last}
 	if !c.gate.acquire(m.size(), c.quit) {
 		return false
 	}
@@ -287,6 +292,7 @@ func (r *replSession) send() error {
 	beat := time.NewTimer(replHeartbeat)
 	defer beat.Stop()
 	var batch []byte
+	var batchPool *[]byte
 	var first, last uint64
 	flush := func() bool {
 		if batch == nil {
@@ -294,9 +300,9 @@ func (r *replSession) send() error {
 		}
 		binary.LittleEndian.PutUint64(batch[1:], first)
 		binary.LittleEndian.PutUint64(batch[9:], last)
-		b := batch
-		batch = nil
-		if !r.queue(b, 0, false) {
+		m := outMsg{buf: batch, event: true, pool: batchPool}
+		batch, batchPool = nil, nil
+		if !r.queueMsg(m) {
 			return false
 		}
 		r.cursor.next.Store(last + 1)
@@ -320,7 +326,13 @@ func (r *replSession) send() error {
 			err := s.log.readRange(cur, hi, true, func(rec walRecord) bool {
 				lsn, raw := rec.LSN, rec.Raw
 				if batch == nil {
-					batch = append(make([]byte, 0, 17+max(replBatchBytes, len(raw))), replMsgRecords)
+					// Sized for the records in range (a group commit's
+					// worth, when following), from the writer's pool:
+					// a fresh 1 MiB buffer per message cost more CPU
+					// than the rest of the stream.
+					need := 17 + max(min(replBatchBytes, int(min(hi-lsn+1, 1<<20))*len(raw)), len(raw))
+					batchPool = replyBufs.Get().(*[]byte)
+					batch = append(slices.Grow((*batchPool)[:0], need), replMsgRecords)
 					batch = append(batch, make([]byte, 16)...)
 					first = lsn
 				}
