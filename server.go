@@ -419,7 +419,7 @@ type conn struct {
 	dead  chan struct{} // closed when the writer stops: nobody drains out
 
 	// The write side, shared by the writer goroutine and the reader's
-	// direct replies (writeDirect), under wmu: the buffered writer, the
+	// direct replies (reply), under wmu: the buffered writer, the
 	// framing of the stream at this point, and the write deadline.
 	wmu       sync.Mutex
 	bw        *bufio.Writer
@@ -437,7 +437,7 @@ type conn struct {
 	authFailures int
 	scratch      []byte
 	rec          record // a single APPLY_EVENT's record, reused
-	mayLead      bool   // the request being handled is the last one buffered
+	mayLead      bool   // the request being handled is alone: none buffered after it, no reply queued
 	leased       bool   // handle took a log lease (wal.lease): readLoop leads
 }
 
