@@ -195,6 +195,25 @@ func replicaDial(cfg config) (dialOptions, error) {
 	return o, nil
 }
 
+// replConnect dials the primary and opens a REPLICATE stream from from
+// (nil: a bootstrap copy). A plaintext connection to a primary that serves
+// TLS fails at its first request with a bare EOF, so the error then says
+// what to check.
+func replConnect(addr string, o dialOptions, from *uint64, id string) (*replStream, error) {
+	c, err := dialClientOpts(addr, o)
+	if err == nil {
+		var rs *replStream
+		if rs, err = replicateOpen(c, from, true, id); err == nil {
+			return rs, nil
+		}
+		c.close()
+	}
+	if o.TLS == nil && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+		err = fmt.Errorf("%w (the primary closed the connection at the first request: if it serves TLS, set replication.tls_enabled)", err)
+	}
+	return nil, err
+}
+
 func (r *replication) isReplica() bool { return r != nil && r.replica.Load() }
 
 // start begins following when the server is a replica.
@@ -280,14 +299,9 @@ func (r *replication) follow(stop, done chan struct{}) {
 // followOnce runs one stream until it fails or stop.
 func (r *replication) followOnce(stop chan struct{}) error {
 	s := r.s
-	c, err := dialClientOpts(r.primary, r.dial)
-	if err != nil {
-		return err
-	}
 	from := s.log.lastLSN()
-	rs, err := replicateOpen(c, &from, true, r.id)
+	rs, err := replConnect(r.primary, r.dial, &from, r.id)
 	if err != nil {
-		c.close()
 		var re *rcpError
 		if errors.As(err, &re) && re.Details["last_offset"] != nil {
 			return replFatal{fmt.Errorf("this node's log ends at offset %d, past the primary's last offset %v: its log has diverged from the primary's (a former primary with writes that were never replicated); restart with --rebootstrap to move this data directory aside and copy the primary afresh", from, re.Details["last_offset"])}
@@ -839,13 +853,8 @@ func replicaCopy(cfg config, dial dialOptions, logger *slog.Logger) error {
 	}
 	defer os.RemoveAll(staging) // a no-op once installed
 	start := time.Now()
-	c, err := dialClientOpts(cfg.ReplicaOf, dial)
+	rs, err := replConnect(cfg.ReplicaOf, dial, nil, replicaID(staging))
 	if err != nil {
-		return err
-	}
-	rs, err := replicateOpen(c, nil, true, replicaID(staging))
-	if err != nil {
-		c.close()
 		return err
 	}
 	defer rs.close()

@@ -278,7 +278,7 @@ func TestReplicaTLS(t *testing.T) {
 	secWrite(t, pc, "after", 5) // while the replicas are up: followed, not only copied
 	secFollows(t, pc, good)
 	secFollows(t, pc, insecure)
-	secRefused(t, pc, plain)
+	secRefused(t, pc, plain, "replication.tls_enabled")
 	secRefused(t, pc, wrongCA, "certificate")
 	secRefused(t, pc, noCA, "certificate")
 	if n := len(secInfo(t, pc).Replicas); n != 2 {
