@@ -623,13 +623,24 @@ type commitJob struct {
 // directory fsync after a rename, and publishes it.
 func (w *wal) commit() error {
 	w.syncMu.Lock()
-	defer w.syncMu.Unlock()
+	defer w.unlockSync()
 	return w.commitLocked()
 }
 
-// commitLocked is commit with syncMu held. It always wakes durability
-// waiters when it ends, progress or not, so that a goroutine in lead that
-// found a commit running can lead the next one.
+// unlockSync releases syncMu, then wakes durability waiters. A follower in
+// lead that found syncMu held waits to be woken, then tries to lead: the
+// wake must come after the unlock, or a follower that took its channel
+// after the commit published, and tried the lock before it was released,
+// would wait for ever (its own record is nobody else's to commit: its
+// lease kept the committer asleep).
+func (w *wal) unlockSync() {
+	w.syncMu.Unlock()
+	w.mu.Lock()
+	w.wakeLocked()
+	w.mu.Unlock()
+}
+
+// commitLocked is commit with syncMu held.
 func (w *wal) commitLocked() error {
 	w.mu.Lock()
 	for w.holds > 0 {
@@ -675,12 +686,10 @@ func (w *wal) commitLocked() error {
 	dirty := w.dirDirty
 	w.dirDirty = false
 	fdatasync, syncDir, writeAt := w.fdatasync, w.syncDir, w.writeAt
+	w.mu.Unlock()
 	if len(jobs) == 0 && !dirty {
-		w.wakeLocked()
-		w.mu.Unlock()
 		return nil
 	}
-	w.mu.Unlock()
 
 	// In LSN order: a segment is written and synced before the next one is
 	// named, so a named segment that is not the last is complete on disk.
@@ -753,10 +762,8 @@ func (w *wal) commitLocked() error {
 	if target > w.synced {
 		w.synced = target
 	}
-	if w.opts.Policy.Kind == "every_write" && target > w.durable.Load() {
+	if w.opts.Policy.Kind == "every_write" {
 		w.publishLocked(target)
-	} else {
-		w.wakeLocked()
 	}
 	return nil
 }
@@ -804,7 +811,7 @@ func (w *wal) lead(lsn uint64) error {
 			return err
 		case w.syncMu.TryLock():
 			err := w.commitLocked()
-			w.syncMu.Unlock()
+			w.unlockSync()
 			if err != nil {
 				return err
 			}

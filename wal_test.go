@@ -845,6 +845,33 @@ func TestWALLead(t *testing.T) {
 			t.Fatal("a record appended during a lease never became durable")
 		}
 	})
+	t.Run("a follower is woken when the commit lock is released", func(t *testing.T) {
+		// The race this covers: a commit publishes and wakes waiters,
+		// then a follower takes its channel and finds the lock still
+		// held, then the lock is released. The follower's record is in
+		// no commit, and its lease keeps the committer asleep.
+		w := walTestOpen(t, t.TempDir(), walOptions{})
+		defer walTestClose(t, w)
+		w.lease()
+		defer w.unlease()
+		lsn, err := w.append(1, []byte("late"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.syncMu.Lock() // a commit that has published and not yet unlocked
+		done := make(chan error, 1)
+		go func() { done <- w.lead(lsn) }()
+		time.Sleep(20 * time.Millisecond) // the follower is waiting
+		w.unlockSync()
+		select {
+		case err := <-done:
+			if err != nil || w.durableLSN() < lsn {
+				t.Fatalf("lead: %v, durable %d, want %d", err, w.durableLSN(), lsn)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("the follower was never woken to lead its own record")
+		}
+	})
 	t.Run("concurrent leaders share syncs", func(t *testing.T) {
 		w := walTestOpen(t, t.TempDir(), walOptions{})
 		defer walTestClose(t, w)
