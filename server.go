@@ -613,8 +613,10 @@ func (g *byteGate) release(n int) {
 // which framing follows them. The pump queues events as bare payloads
 // (event), which the writer frames as the connection's framing stands at
 // that point of the stream: a HELLO that switches framing is a point in the
-// queue, so events queued before its reply keep the old framing and events
-// after it get the new one, whichever goroutine encoded them when.
+// stream, so events written before its reply keep the old framing and
+// events after it get the new one, whichever goroutine encoded them when.
+// (A reply the reader writes itself, see reply, may pass events still
+// queued; each message is framed for where it lands.)
 type outMsg struct {
 	buf   []byte
 	lsn   uint64   // send only once durable

@@ -541,12 +541,15 @@ func (w *wal) appendWith(typ uint8, payload []byte, overdraft bool) (uint64, err
 	case "every_write":
 		// A lease holder will commit this record soon. The order (store
 		// unkicked, then read leases; unlease: drop the lease, then swap
-		// unkicked) makes one of the two see the other.
-		if w.leases.Load() > 0 {
-			w.unkicked.Store(true)
-		}
+		// unkicked) makes one of the two see the other; the read that
+		// decides must come after the store.
 		if w.leases.Load() == 0 {
 			w.kickCommitter()
+		} else {
+			w.unkicked.Store(true)
+			if w.leases.Load() == 0 {
+				w.kickCommitter()
+			}
 		}
 	case "every_n":
 		w.publishLocked(lsn)
