@@ -543,7 +543,11 @@ func (w *wal) appendWith(typ uint8, payload []byte, overdraft bool) (uint64, err
 		// unkicked, then read leases; unlease: drop the lease, then swap
 		// unkicked) makes one of the two see the other; the read that
 		// decides must come after the store.
-		if w.leases.Load() == 0 {
+		leased := w.leases.Load() > 0
+		if walLeaseSeen != nil {
+			walLeaseSeen()
+		}
+		if !leased {
 			w.kickCommitter()
 		} else {
 			w.unkicked.Store(true)
@@ -770,6 +774,10 @@ func (w *wal) commitLocked() error {
 	}
 	return nil
 }
+
+// walLeaseSeen, when set (tests only), runs in append right after it has
+// read the lease count: a lease that begins there must not hide the record.
+var walLeaseSeen func()
 
 // lease announces that the caller is about to append a record and then
 // call lead for it (every_write): until unlease, appends leave the
