@@ -834,16 +834,7 @@ func TestWALLead(t *testing.T) {
 			t.Fatalf("durable %d while the lease holds the committer back", d)
 		}
 		w.unlease()
-		done := make(chan error, 1)
-		go func() { done <- w.waitDurable(lsn) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("a record appended during a lease never became durable")
-		}
+		walTestDurableWithin(t, w, lsn)
 	})
 	t.Run("a follower is woken when the commit lock is released", func(t *testing.T) {
 		// The race this covers: a commit publishes and wakes waiters,
@@ -885,16 +876,7 @@ func TestWALLead(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.unlease() // it led nothing
-		done := make(chan error, 1)
-		go func() { done <- w.waitDurable(lsn) }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("record %d never became durable (durable %d)", lsn, w.durableLSN())
-		}
+		walTestDurableWithin(t, w, lsn)
 	})
 	t.Run("concurrent leaders share syncs", func(t *testing.T) {
 		w := walTestOpen(t, t.TempDir(), walOptions{})
@@ -941,4 +923,20 @@ func TestWALLead(t *testing.T) {
 		}
 		t.Logf("%d writes, %d fdatasyncs", writers*each, calls.Load())
 	})
+}
+
+// walTestDurableWithin fails unless lsn becomes durable within 5 s, with
+// no further appends to carry it.
+func walTestDurableWithin(t *testing.T, w *wal, lsn uint64) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- w.waitDurable(lsn) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("record %d never became durable (durable %d)", lsn, w.durableLSN())
+	}
 }
